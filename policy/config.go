@@ -1,0 +1,187 @@
+// Package policy holds stsroller's decisions: which annotations a StatefulSet
+// carries and what they mean, and the pure planner that says which outdated pods
+// to delete next. Nothing here talks to the API server or reads a clock.
+package policy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// The annotations a user sets on a StatefulSet.
+const (
+	AnnotationEnabled                 = "stsroller.io/enabled"
+	AnnotationMaxUnavailable          = "stsroller.io/max-unavailable"
+	AnnotationPartition               = "stsroller.io/partition"
+	AnnotationPaused                  = "stsroller.io/paused"
+	AnnotationLeaderSelector          = "stsroller.io/leader-selector"
+	AnnotationDNSDomain               = "stsroller.io/dns-domain"
+	AnnotationProgressDeadlineSeconds = "stsroller.io/progress-deadline-seconds"
+
+	// AnnotationStatus is written by stsroller: one JSON object, see Status.
+	AnnotationStatus = "stsroller.io/status"
+)
+
+// ConditionDNSPropagated is the pod condition stsroller sets to True once the
+// pod's stable name resolves to its current IP at every authoritative server.
+// Users put it in the pod template's readinessGates.
+const ConditionDNSPropagated corev1.PodConditionType = "stsroller.io/dns-propagated"
+
+// Defaults for the optional annotations.
+const (
+	DefaultMaxUnavailable   = 1
+	DefaultLeaderSelector   = "stsroller.io/role=leader"
+	DefaultProgressDeadline = 600 * time.Second
+)
+
+// Config is what a StatefulSet's annotations ask for, parsed and validated.
+type Config struct {
+	// MaxUnavailable is the batch size, already resolved against spec.replicas.
+	MaxUnavailable int32
+	// Partition is how many pods stay at the old revision.
+	Partition int32
+	Paused    bool
+	// LeaderSelector matches the pods that are replaced last.
+	LeaderSelector labels.Selector
+	// DNSDomain turns the DNS gate on when not empty: a pod's name is
+	// <pod-name>.<DNSDomain>.
+	DNSDomain        string
+	ProgressDeadline time.Duration
+}
+
+// ConfigError says which annotation did not parse and what it accepts.
+type ConfigError struct {
+	Annotation string
+	Value      string
+	Accepted   string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("annotation %s: invalid value %q: accepted: %s", e.Annotation, e.Value, e.Accepted)
+}
+
+// Accepted forms, in the words the InvalidConfig event uses.
+const (
+	acceptedBool             = `"true" or "false"`
+	acceptedMaxUnavailable   = `an integer >= 1 (for example "3") or a percentage of spec.replicas from 1% to 100% (for example "25%")`
+	acceptedPartition        = `an integer >= 0`
+	acceptedLeaderSelector   = `a label selector (for example "stsroller.io/role=leader" or "role in (leader,primary)")`
+	acceptedDNSDomain        = `a DNS name (for example "db.example.com")`
+	acceptedProgressDeadline = `an integer number of seconds >= 1`
+)
+
+// Enabled reports whether the StatefulSet opted in with stsroller.io/enabled.
+// Any value other than "true" (after trimming spaces, case-insensitive) leaves
+// it alone; ParseConfig reports values that are neither true nor false.
+func Enabled(sts *appsv1.StatefulSet) bool {
+	v, ok := sts.Annotations[AnnotationEnabled]
+	return ok && strings.EqualFold(strings.TrimSpace(v), "true")
+}
+
+// IsOnDelete reports whether the built-in controller leaves pod deletion to us.
+func IsOnDelete(sts *appsv1.StatefulSet) bool {
+	return sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType
+}
+
+// Replicas is spec.replicas with the API default of 1.
+func Replicas(sts *appsv1.StatefulSet) int32 {
+	if sts.Spec.Replicas == nil {
+		return 1
+	}
+	return *sts.Spec.Replicas
+}
+
+// ParseConfig reads and validates every stsroller annotation of the StatefulSet.
+// The first value that does not parse is returned as a *ConfigError.
+func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
+	a := sts.Annotations
+	cfg := Config{
+		MaxUnavailable:   DefaultMaxUnavailable,
+		ProgressDeadline: DefaultProgressDeadline,
+	}
+	if v, ok := a[AnnotationEnabled]; ok {
+		if _, err := parseBool(v); err != nil {
+			return cfg, &ConfigError{AnnotationEnabled, v, acceptedBool}
+		}
+	}
+	if v, ok := a[AnnotationMaxUnavailable]; ok {
+		n, err := parseMaxUnavailable(v, Replicas(sts))
+		if err != nil {
+			return cfg, &ConfigError{AnnotationMaxUnavailable, v, acceptedMaxUnavailable}
+		}
+		cfg.MaxUnavailable = n
+	}
+	if v, ok := a[AnnotationPartition]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+		if err != nil || n < 0 {
+			return cfg, &ConfigError{AnnotationPartition, v, acceptedPartition}
+		}
+		cfg.Partition = int32(n)
+	}
+	if v, ok := a[AnnotationPaused]; ok {
+		b, err := parseBool(v)
+		if err != nil {
+			return cfg, &ConfigError{AnnotationPaused, v, acceptedBool}
+		}
+		cfg.Paused = b
+	}
+	leader := DefaultLeaderSelector
+	if v, ok := a[AnnotationLeaderSelector]; ok {
+		leader = v
+	}
+	sel, err := labels.Parse(leader)
+	if err != nil || strings.TrimSpace(leader) == "" {
+		return cfg, &ConfigError{AnnotationLeaderSelector, leader, acceptedLeaderSelector}
+	}
+	cfg.LeaderSelector = sel
+	if v, ok := a[AnnotationDNSDomain]; ok {
+		d := strings.TrimSuffix(strings.TrimSpace(v), ".")
+		if len(validation.IsDNS1123Subdomain(strings.ToLower(d))) > 0 {
+			return cfg, &ConfigError{AnnotationDNSDomain, v, acceptedDNSDomain}
+		}
+		cfg.DNSDomain = strings.ToLower(d)
+	}
+	if v, ok := a[AnnotationProgressDeadlineSeconds]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+		if err != nil || n < 1 {
+			return cfg, &ConfigError{AnnotationProgressDeadlineSeconds, v, acceptedProgressDeadline}
+		}
+		cfg.ProgressDeadline = time.Duration(n) * time.Second
+	}
+	return cfg, nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("not a boolean: %q", v)
+}
+
+// parseMaxUnavailable resolves an integer or a percentage of replicas, rounded
+// down and at least 1.
+func parseMaxUnavailable(v string, replicas int32) (int32, error) {
+	s := strings.TrimSpace(v)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		n, err := strconv.ParseInt(p, 10, 32)
+		if err != nil || n < 1 || n > 100 {
+			return 0, fmt.Errorf("percentage out of range: %q", v)
+		}
+		return max(1, int32(int64(replicas)*n/100)), nil
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("not an integer >= 1: %q", v)
+	}
+	return int32(n), nil
+}

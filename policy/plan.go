@@ -1,0 +1,555 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/stsroller/stsroller/pdb"
+)
+
+// Method is how a pod is removed.
+type Method string
+
+const (
+	// MethodDelete deletes the pod directly, with UID and resourceVersion
+	// preconditions. Used for pods that are already unavailable: removing them
+	// costs no availability and no disruption budget.
+	MethodDelete Method = "Delete"
+	// MethodEvict goes through the Eviction API, so the API server enforces the
+	// PodDisruptionBudgets atomically. Used for healthy pods.
+	MethodEvict Method = "Evict"
+)
+
+// DNSState is what the DNS gate knows of one pod.
+type DNSState struct {
+	// Propagated: every authoritative server serves the pod's current IPs.
+	Propagated bool
+	// Unreachable: at the last check a server could not be asked (timeout,
+	// network error, refusal). Never counts as propagated.
+	Unreachable bool
+	// Message says why not, for status and events.
+	Message string
+}
+
+// Input is everything the planner looks at, gathered by the controller from its
+// listers. The planner reads it and changes nothing.
+type Input struct {
+	StatefulSet *appsv1.StatefulSet
+	// Config is ParseConfig's result; ConfigError its error.
+	Config      Config
+	ConfigError error
+	// Pods are the pods the StatefulSet owns.
+	Pods []*corev1.Pod
+	// Budgets maps a pod's name to the PodDisruptionBudgets that select it.
+	Budgets map[string][]pdb.Budget
+	// BudgetError is set when a budget in the namespace could not be read.
+	BudgetError error
+	// Service is the StatefulSet's governing Service (spec.serviceName), nil
+	// when there is none. The DNS gate checks it.
+	Service *corev1.Service
+	// DNS is the DNS gate's view of each pod by name; read only with the gate on.
+	DNS map[string]DNSState
+	// DNSError is set when the gate cannot work at all (no servers known).
+	DNSError error
+	// AwaitingDeletions counts deletions of ours the informers have not seen yet.
+	AwaitingDeletions int
+	// Previous is the status last written, nil when there is none.
+	Previous *Status
+	Now      time.Time
+}
+
+// Deletion is one pod to remove, how, and why it was chosen.
+type Deletion struct {
+	Pod    *corev1.Pod
+	Method Method
+	// Message says why this pod, in this order, for the event.
+	Message string
+}
+
+// Plan is what the planner decided.
+type Plan struct {
+	Deletions []Deletion
+	Status    Status
+	// RequeueAfter is when the plan should be made again even if nothing changes
+	// (a pod reaching minReadySeconds, the progress deadline); 0 for never.
+	RequeueAfter time.Duration
+}
+
+// podView is one ordinal of the StatefulSet as the planner sees it.
+type podView struct {
+	ordinal int
+	pod     *corev1.Pod // nil: missing; the built-in controller will create it
+	// terminating pods, like missing ones, come back at the update revision.
+	terminating bool
+	updated     bool
+	ready       bool
+	available   bool
+	leader      bool
+	// waitingForDNS: Ready but held back by the DNS gate.
+	waitingForDNS bool
+	// availableIn is how long until a Ready pod passes minReadySeconds.
+	availableIn time.Duration
+}
+
+func (v *podView) name() string { return v.pod.Name }
+
+// Compute makes the plan: which outdated pods to delete now, and the status.
+// See DESIGN.md, "Which pods, in which order".
+func Compute(in Input) Plan {
+	sts := in.StatefulSet
+	cfg := in.Config
+	replicas := Replicas(sts)
+	views, requeue := viewPods(in)
+
+	st := Status{
+		UpdateRevision:     sts.Status.UpdateRevision,
+		Replicas:           replicas,
+		ObservedGeneration: sts.Generation,
+	}
+	waitingDNS := map[string]string{}
+	for _, v := range views {
+		if v.pod == nil || v.terminating {
+			continue
+		}
+		if v.updated {
+			st.Updated++
+		}
+		if v.available {
+			st.Available++
+			if v.updated {
+				st.UpdatedAvailable++
+			}
+		}
+		if v.waitingForDNS {
+			waitingDNS[v.name()] = in.DNS[v.name()].Message
+		}
+	}
+	if len(waitingDNS) > 0 {
+		st.WaitingForDNS = waitingDNS
+	}
+
+	plan := Plan{}
+	stop := func(phase Phase, reason, msg string) Plan {
+		plan.Status = st
+		plan.Status.Phase, plan.Status.Reason, plan.Status.Message = phase, reason, msg
+		plan.RequeueAfter = requeue
+		return finish(in, plan)
+	}
+	switch {
+	case !IsOnDelete(sts):
+		return stop(PhaseInvalid, ReasonNotOnDelete, fmt.Sprintf(
+			"spec.updateStrategy.type is %q: stsroller deletes pods only for OnDelete StatefulSets; set it to OnDelete or remove the %s annotation",
+			sts.Spec.UpdateStrategy.Type, AnnotationEnabled))
+	case in.ConfigError != nil:
+		return stop(PhaseInvalid, ReasonInvalidConfig, in.ConfigError.Error())
+	case cfg.Paused:
+		return stop(PhasePaused, ReasonPaused, fmt.Sprintf("%s is \"true\": nothing is deleted until it is removed", AnnotationPaused))
+	case sts.Status.ObservedGeneration < sts.Generation:
+		phase := PhaseIdle
+		if in.Previous != nil {
+			phase = in.Previous.Phase
+		}
+		return stop(phase, ReasonGenerationNotObserved, fmt.Sprintf(
+			"waiting for the StatefulSet controller to observe generation %d (observed %d)", sts.Generation, sts.Status.ObservedGeneration))
+	}
+
+	outdated := 0
+	for _, v := range views {
+		if v.pod != nil && !v.terminating && !v.updated {
+			outdated++
+		}
+	}
+	target := max(replicas-cfg.Partition, 0)
+	// coming counts pods that are, or will be, at the update revision:
+	// updated pods, and missing or terminating ones the built-in controller
+	// recreates at the update revision.
+	coming := int32(0)
+	inFlight := int32(0)
+	unavailable := int32(0)
+	for _, v := range views {
+		if v.pod == nil || v.terminating || v.updated {
+			coming++
+		}
+		if v.pod == nil || v.terminating || (v.updated && !v.available) {
+			inFlight++
+		}
+		if !v.available {
+			unavailable++
+		}
+	}
+	room := target - coming
+	rolling := outdated > 0 && room > 0
+
+	// A readiness gate nobody can satisfy is worth saying whether or not a
+	// rollout runs: new pods would never turn Ready.
+	if msg := dnsDeadlock(sts, cfg, in.Service); msg != "" {
+		return stop(PhaseBlocked, ReasonDNSGateDeadlock, msg)
+	}
+	if cfg.DNSDomain != "" && in.DNSError != nil {
+		return stop(PhaseInvalid, ReasonInvalidConfig, in.DNSError.Error())
+	}
+	if rolling || (in.Previous != nil && in.Previous.Phase.Rolling() && st.Available < replicas) {
+		// Guards that stop every deletion for this StatefulSet.
+		if in.AwaitingDeletions > 0 {
+			return stop(PhaseRolling, ReasonWaitingForDeletion, fmt.Sprintf(
+				"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions))
+		}
+		if msg := multipleBudgets(views, in.Budgets); msg != "" {
+			return stop(PhaseBlocked, ReasonMultiplePDBs, msg)
+		}
+		if in.BudgetError != nil {
+			return stop(PhaseBlocked, ReasonBlockedByPDB, in.BudgetError.Error())
+		}
+		if cfg.DNSDomain != "" {
+			if msg := dnsUnreachable(views, in.DNS); msg != "" {
+				return stop(PhaseBlocked, ReasonDNSUnreachable, msg)
+			}
+		}
+	}
+
+	// Candidates in the order they go: unhealthy first, then healthy
+	// non-leaders, then leaders; highest ordinal first within each group.
+	var unhealthy, healthy, leaders []*podView
+	for i := range views {
+		v := &views[i]
+		switch {
+		case v.pod == nil || v.terminating || v.updated:
+		case !v.ready:
+			unhealthy = append(unhealthy, v)
+		case v.leader:
+			leaders = append(leaders, v)
+		default:
+			healthy = append(healthy, v)
+		}
+	}
+	nonLeaderOutdated := len(healthy)
+	for _, v := range unhealthy {
+		if !v.leader {
+			nonLeaderOutdated++
+		}
+	}
+
+	var deleted []string
+	for _, v := range unhealthy {
+		if room <= 0 || inFlight >= cfg.MaxUnavailable {
+			break
+		}
+		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodDelete, Message: fmt.Sprintf(
+			"%s is outdated and not ready (%s): replaced first, it costs no availability", v.name(), unhealthyWhy(v.pod))})
+		deleted = append(deleted, v.name())
+		room--
+		inFlight++
+	}
+
+	used := map[string]int32{}
+	var pdbBlocked []string
+	evict := func(v *podView, why string) bool {
+		for _, b := range in.Budgets[v.name()] {
+			if b.Allowed-used[b.Name] <= 0 {
+				if b.Stale {
+					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
+				} else {
+					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
+				}
+				return false
+			}
+		}
+		for _, b := range in.Budgets[v.name()] {
+			used[b.Name]++
+		}
+		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodEvict, Message: why})
+		deleted = append(deleted, v.name())
+		room--
+		if v.available {
+			unavailable++
+		}
+		return true
+	}
+	for _, v := range healthy {
+		if room <= 0 || unavailable >= cfg.MaxUnavailable {
+			break
+		}
+		evict(v, fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
+			v.name(), v.ordinal, cfg.MaxUnavailable, replicas))
+	}
+	if nonLeaderOutdated == 0 {
+		for _, v := range leaders {
+			if room <= 0 || unavailable >= cfg.MaxUnavailable {
+				break
+			}
+			evict(v, fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name()))
+		}
+	}
+
+	switch {
+	case len(deleted) > 0:
+		return stop(PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %d of %d pods updated",
+			strings.Join(deleted, ", "), st.Updated, target))
+	case rolling && len(pdbBlocked) > 0:
+		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+strings.Join(pdbBlocked, "; "))
+	case rolling || st.Updated < target || (in.Previous != nil && in.Previous.Phase.Rolling() && st.UpdatedAvailable < st.Updated):
+		if len(waitingDNS) > 0 {
+			return stop(PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
+				"waiting for DNS: %s", formatWaiting(waitingDNS)))
+		}
+		if rolling {
+			return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+				"%d of %d pods unavailable (max-unavailable %d); %d of %d pods updated",
+				unavailable, replicas, cfg.MaxUnavailable, st.Updated, target))
+		}
+		if in.Previous != nil && in.Previous.Phase.Rolling() {
+			return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+				"waiting for updated pods to become available: %d of %d updated, %d available", st.Updated, target, st.UpdatedAvailable))
+		}
+	}
+	if in.Previous != nil && in.Previous.UpdateRevision == st.UpdateRevision && in.Previous.Phase != PhaseIdle {
+		return stop(PhaseComplete, ReasonRolloutComplete, fmt.Sprintf(
+			"revision %s rolled out: %d of %d pods updated and available", st.UpdateRevision, st.UpdatedAvailable, replicas))
+	}
+	return stop(PhaseIdle, ReasonUpToDate, fmt.Sprintf("%d of %d pods at revision %s", st.Updated, replicas, st.UpdateRevision))
+}
+
+// finish keeps the times: the last transition when the phase changes, the last
+// progress while a rollout runs, and turns a rollout past its deadline into
+// Stalled.
+func finish(in Input, plan Plan) Plan {
+	st := &plan.Status
+	now := metav1.NewTime(in.Now)
+	prev := in.Previous
+	if prev != nil && prev.Phase == st.Phase {
+		st.LastTransitionTime = prev.LastTransitionTime
+	} else {
+		st.LastTransitionTime = now
+	}
+	if !st.Phase.Rolling() {
+		return plan
+	}
+	progress := now
+	if prev != nil && prev.Phase.Rolling() && prev.UpdateRevision == st.UpdateRevision &&
+		prev.LastProgressTime != nil && st.UpdatedAvailable <= prev.UpdatedAvailable {
+		progress = *prev.LastProgressTime
+	}
+	st.LastProgressTime = &progress
+	deadline := in.Config.ProgressDeadline
+	if deadline <= 0 {
+		deadline = DefaultProgressDeadline
+	}
+	left := progress.Add(deadline).Sub(in.Now)
+	if left <= 0 {
+		if prev == nil || prev.Phase != PhaseStalled {
+			st.LastTransitionTime = now
+		}
+		st.Phase = PhaseStalled
+		st.Message = fmt.Sprintf("no pod became updated and available for %s (progress deadline %s): %s",
+			in.Now.Sub(progress.Time).Round(time.Second), deadline, st.Message)
+		st.Reason = ReasonProgressDeadlineExceeded
+		return plan
+	}
+	if plan.RequeueAfter == 0 || left < plan.RequeueAfter {
+		plan.RequeueAfter = left
+	}
+	return plan
+}
+
+// viewPods looks at each ordinal the StatefulSet should have, and says how long
+// until a Ready pod passes minReadySeconds (0 when none waits).
+func viewPods(in Input) ([]podView, time.Duration) {
+	sts := in.StatefulSet
+	start := 0
+	if sts.Spec.Ordinals != nil {
+		start = int(sts.Spec.Ordinals.Start)
+	}
+	replicas := int(Replicas(sts))
+	byOrdinal := make(map[int]*corev1.Pod, len(in.Pods))
+	for _, p := range in.Pods {
+		if o, ok := Ordinal(sts, p); ok && o >= start && o < start+replicas {
+			byOrdinal[o] = p
+		}
+	}
+	minReady := time.Duration(sts.Spec.MinReadySeconds) * time.Second
+	leader := in.Config.LeaderSelector
+	if leader == nil {
+		leader = labels.Nothing()
+	}
+	var requeue time.Duration
+	views := make([]podView, 0, replicas)
+	for o := start + replicas - 1; o >= start; o-- {
+		v := podView{ordinal: o, pod: byOrdinal[o]}
+		if v.pod != nil {
+			p := v.pod
+			v.terminating = p.DeletionTimestamp != nil
+			v.updated = Revision(p) == sts.Status.UpdateRevision
+			v.leader = leader.Matches(labels.Set(p.Labels))
+			v.ready = IsRunningAndReady(p)
+			dnsOK := true
+			if in.Config.DNSDomain != "" && !v.terminating {
+				dnsOK = in.DNS[p.Name].Propagated
+				v.waitingForDNS = !dnsOK && p.Status.PodIP != ""
+			}
+			if v.ready && !v.terminating {
+				since := in.Now.Sub(readySince(p))
+				if since < minReady {
+					v.availableIn = minReady - since
+					if requeue == 0 || v.availableIn < requeue {
+						requeue = v.availableIn
+					}
+				}
+				v.available = dnsOK && since >= minReady
+			}
+		}
+		views = append(views, v)
+	}
+	return views, requeue
+}
+
+// Ordinal parses the pod's ordinal from its name, <statefulset>-<ordinal>.
+func Ordinal(sts *appsv1.StatefulSet, pod *corev1.Pod) (int, bool) {
+	s, ok := strings.CutPrefix(pod.Name, sts.Name+"-")
+	if !ok {
+		return 0, false
+	}
+	o, err := strconv.Atoi(s)
+	if err != nil || o < 0 || strconv.Itoa(o) != s {
+		return 0, false
+	}
+	return o, true
+}
+
+// Revision is the pod's controller-revision-hash label.
+func Revision(pod *corev1.Pod) string {
+	return pod.Labels[appsv1.ControllerRevisionHashLabelKey]
+}
+
+// IsRunningAndReady reports whether the pod runs and its Ready condition
+// (which includes every readiness gate) is True.
+func IsRunningAndReady(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	c := podCondition(pod, corev1.PodReady)
+	return c != nil && c.Status == corev1.ConditionTrue
+}
+
+func readySince(pod *corev1.Pod) time.Time {
+	if c := podCondition(pod, corev1.PodReady); c != nil {
+		return c.LastTransitionTime.Time
+	}
+	return time.Time{}
+}
+
+func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range pod.Status.Conditions {
+		if pod.Status.Conditions[i].Type == t {
+			return &pod.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// unhealthyWhy names what is wrong with a pod that is not ready.
+func unhealthyWhy(pod *corev1.Pod) string {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return w.Reason
+		}
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		return string(pod.Status.Phase)
+	}
+	return "NotReady"
+}
+
+// multipleBudgets names the pods more than one budget selects. The eviction API
+// refuses such pods, and stsroller will not guess which budget wins.
+func multipleBudgets(views []podView, budgets map[string][]pdb.Budget) string {
+	var bad []string
+	for _, v := range views {
+		if v.pod == nil {
+			continue
+		}
+		if bs := budgets[v.name()]; len(bs) > 1 {
+			names := make([]string, len(bs))
+			for i, b := range bs {
+				names[i] = b.Name
+			}
+			slices.Sort(names)
+			bad = append(bad, fmt.Sprintf("%s (%s)", v.name(), strings.Join(names, ", ")))
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return "more than one PodDisruptionBudget selects a pod, so none of them can be evicted safely: " + strings.Join(bad, "; ")
+}
+
+// dnsDeadlock says when pods could never turn Ready: the template waits for
+// the DNS gate's condition, but the gate is off, or the headless Service does
+// not publish not-ready addresses, so external-dns never publishes the pod.
+func dnsDeadlock(sts *appsv1.StatefulSet, cfg Config, svc *corev1.Service) string {
+	if !HasDNSReadinessGate(sts) {
+		return ""
+	}
+	switch {
+	case cfg.DNSDomain == "":
+		return fmt.Sprintf("the pod template has readiness gate %s but %s is not set: no pod would ever turn Ready",
+			ConditionDNSPropagated, AnnotationDNSDomain)
+	case svc == nil:
+		return fmt.Sprintf("the pod template has readiness gate %s but the governing Service %q does not exist: external-dns would never publish the pods",
+			ConditionDNSPropagated, sts.Spec.ServiceName)
+	case !svc.Spec.PublishNotReadyAddresses:
+		return fmt.Sprintf("the pod template has readiness gate %s but Service %q does not set publishNotReadyAddresses: true, so external-dns never publishes a pod that is not Ready and no new pod would ever turn Ready",
+			ConditionDNSPropagated, svc.Name)
+	}
+	return ""
+}
+
+// HasDNSReadinessGate reports whether the pod template waits for the DNS gate.
+func HasDNSReadinessGate(sts *appsv1.StatefulSet) bool {
+	for _, g := range sts.Spec.Template.Spec.ReadinessGates {
+		if g.ConditionType == ConditionDNSPropagated {
+			return true
+		}
+	}
+	return false
+}
+
+func dnsUnreachable(views []podView, dns map[string]DNSState) string {
+	var bad []string
+	for _, v := range views {
+		if v.pod == nil || v.terminating {
+			continue
+		}
+		if s := dns[v.name()]; s.Unreachable {
+			bad = append(bad, fmt.Sprintf("%s: %s", v.name(), s.Message))
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return "an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " + strings.Join(bad, "; ")
+}
+
+func formatWaiting(m map[string]string) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(a, b) })
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n
+		if m[n] != "" {
+			parts[i] += " (" + m[n] + ")"
+		}
+	}
+	return strings.Join(parts, "; ")
+}
