@@ -142,11 +142,11 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 	}
 	cfg.LeaderSelector = sel
 	if v, ok := a[AnnotationDNSDomain]; ok {
-		d := strings.TrimSuffix(strings.TrimSpace(v), ".")
-		if len(validation.IsDNS1123Subdomain(strings.ToLower(d))) > 0 {
+		d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "."))
+		if !isDNSName(d) {
 			return cfg, &ConfigError{AnnotationDNSDomain, v, acceptedDNSDomain}
 		}
-		cfg.DNSDomain = strings.ToLower(d)
+		cfg.DNSDomain = d
 	}
 	if v, ok := a[AnnotationProgressDeadlineSeconds]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
@@ -156,6 +156,21 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 		cfg.ProgressDeadline = time.Duration(n) * time.Second
 	}
 	return cfg, nil
+}
+
+// isDNSName reports whether d is a lower-case DNS name: a subdomain as
+// Kubernetes validates it, whose labels are also at most 63 characters, as DNS
+// requires (IsDNS1123Subdomain alone allows longer ones).
+func isDNSName(d string) bool {
+	if len(validation.IsDNS1123Subdomain(d)) > 0 {
+		return false
+	}
+	for l := range strings.SplitSeq(d, ".") {
+		if len(l) > validation.DNS1123LabelMaxLength {
+			return false
+		}
+	}
+	return true
 }
 
 func parseBool(v string) (bool, error) {
