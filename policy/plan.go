@@ -94,7 +94,8 @@ type podView struct {
 	ready       bool
 	available   bool
 	leader      bool
-	// waitingForDNS: Ready but held back by the DNS gate.
+	// waitingForDNS: the pod has an IP the DNS gate has not seen propagated
+	// (with the readiness gate in the template, it is not Ready either).
 	waitingForDNS bool
 	// availableIn is how long until a Ready pod passes minReadySeconds.
 	availableIn time.Duration
@@ -154,12 +155,12 @@ func Compute(in Input) Plan {
 	case cfg.Paused:
 		return stop(PhasePaused, ReasonPaused, fmt.Sprintf("%s is \"true\": nothing is deleted until it is removed", AnnotationPaused))
 	case sts.Status.ObservedGeneration < sts.Generation:
-		phase := PhaseIdle
-		if in.Previous != nil {
-			phase = in.Previous.Phase
-		}
-		return stop(phase, ReasonGenerationNotObserved, fmt.Sprintf(
+		return stop(previousPhase(in), ReasonGenerationNotObserved, fmt.Sprintf(
 			"waiting for the StatefulSet controller to observe generation %d (observed %d)", sts.Generation, sts.Status.ObservedGeneration))
+	case sts.Status.UpdateRevision == "":
+		// Every pod would look outdated.
+		return stop(previousPhase(in), ReasonGenerationNotObserved,
+			"waiting for the StatefulSet controller to report status.updateRevision")
 	}
 
 	outdated := 0
@@ -187,17 +188,28 @@ func Compute(in Input) Plan {
 		}
 	}
 	room := target - coming
+	// rolling: there are pods we may delete now.
 	rolling := outdated > 0 && room > 0
+	prevRolling := in.Previous != nil && in.Previous.Phase.Rolling()
+	// underWay: a rollout has not reached its target, or its last
+	// replacements are not available yet.
+	underWay := rolling || (outdated > 0 && st.Updated < target) ||
+		(prevRolling && (st.Available < replicas || st.Updated < target))
 
 	// A readiness gate nobody can satisfy is worth saying whether or not a
-	// rollout runs: new pods would never turn Ready.
+	// rollout runs: new pods would never turn Ready. Without a rollout under
+	// way it blocks none, and must not start the progress deadline.
 	if msg := dnsDeadlock(sts, cfg, in.Service); msg != "" {
-		return stop(PhaseBlocked, ReasonDNSGateDeadlock, msg)
+		phase := PhaseIdle
+		if underWay {
+			phase = PhaseBlocked
+		}
+		return stop(phase, ReasonDNSGateDeadlock, msg)
 	}
 	if cfg.DNSDomain != "" && in.DNSError != nil {
 		return stop(PhaseInvalid, ReasonInvalidConfig, in.DNSError.Error())
 	}
-	if rolling || (in.Previous != nil && in.Previous.Phase.Rolling() && st.Available < replicas) {
+	if underWay {
 		// Guards that stop every deletion for this StatefulSet.
 		if in.AwaitingDeletions > 0 {
 			return stop(PhaseRolling, ReasonWaitingForDeletion, fmt.Sprintf(
@@ -254,7 +266,8 @@ func Compute(in Input) Plan {
 	var pdbBlocked []string
 	evict := func(v *podView, why string) bool {
 		for _, b := range in.Budgets[v.name()] {
-			if b.Allowed-used[b.Name] <= 0 {
+			// A stale budget allows nothing, whatever its count says.
+			if b.Stale || b.Allowed-used[b.Name] <= 0 {
 				if b.Stale {
 					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
 				} else {
@@ -296,7 +309,7 @@ func Compute(in Input) Plan {
 			strings.Join(deleted, ", "), st.Updated, target))
 	case rolling && len(pdbBlocked) > 0:
 		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+strings.Join(pdbBlocked, "; "))
-	case rolling || st.Updated < target || (in.Previous != nil && in.Previous.Phase.Rolling() && st.UpdatedAvailable < st.Updated):
+	case rolling || (outdated > 0 && st.Updated < target) || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):
 		if len(waitingDNS) > 0 {
 			return stop(PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
 				"waiting for DNS: %s", formatWaiting(waitingDNS)))
@@ -306,10 +319,8 @@ func Compute(in Input) Plan {
 				"%d of %d pods unavailable (max-unavailable %d); %d of %d pods updated",
 				unavailable, replicas, cfg.MaxUnavailable, st.Updated, target))
 		}
-		if in.Previous != nil && in.Previous.Phase.Rolling() {
-			return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
-				"waiting for updated pods to become available: %d of %d updated, %d available", st.Updated, target, st.UpdatedAvailable))
-		}
+		return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+			"waiting for updated pods to become available: %d of %d updated, %d available", st.Updated, target, st.UpdatedAvailable))
 	}
 	if in.Previous != nil && in.Previous.UpdateRevision == st.UpdateRevision && in.Previous.Phase != PhaseIdle {
 		return stop(PhaseComplete, ReasonRolloutComplete, fmt.Sprintf(
@@ -345,12 +356,17 @@ func finish(in Input, plan Plan) Plan {
 	}
 	left := progress.Add(deadline).Sub(in.Now)
 	if left <= 0 {
-		if prev == nil || prev.Phase != PhaseStalled {
+		if prev != nil && prev.Phase == PhaseStalled {
+			st.LastTransitionTime = prev.LastTransitionTime
+		} else {
 			st.LastTransitionTime = now
 		}
 		st.Phase = PhaseStalled
-		st.Message = fmt.Sprintf("no pod became updated and available for %s (progress deadline %s): %s",
-			in.Now.Sub(progress.Time).Round(time.Second), deadline, st.Message)
+		// The message names the time, not the time elapsed: a message that
+		// changes at every plan would have the status rewritten at every plan,
+		// and each write wakes the controller again.
+		st.Message = fmt.Sprintf("no pod became updated and available since %s (progress deadline %s): %s",
+			progress.UTC().Format(time.RFC3339), deadline, st.Message)
 		st.Reason = ReasonProgressDeadlineExceeded
 		return plan
 	}
@@ -358,6 +374,14 @@ func finish(in Input, plan Plan) Plan {
 		plan.RequeueAfter = left
 	}
 	return plan
+}
+
+// previousPhase is the phase to keep while the planner cannot look.
+func previousPhase(in Input) Phase {
+	if in.Previous != nil {
+		return in.Previous.Phase
+	}
+	return PhaseIdle
 }
 
 // viewPods looks at each ordinal the StatefulSet should have, and says how long
@@ -392,18 +416,25 @@ func viewPods(in Input) ([]podView, time.Duration) {
 			v.ready = IsRunningAndReady(p)
 			dnsOK := true
 			if in.Config.DNSDomain != "" && !v.terminating {
-				dnsOK = in.DNS[p.Name].Propagated
+				s := in.DNS[p.Name]
+				dnsOK = s.Propagated && !s.Unreachable
 				v.waitingForDNS = !dnsOK && p.Status.PodIP != ""
 			}
 			if v.ready && !v.terminating {
-				since := in.Now.Sub(readySince(p))
-				if since < minReady {
-					v.availableIn = minReady - since
-					if requeue == 0 || v.availableIn < requeue {
-						requeue = v.availableIn
+				minReadyOK := true
+				// Without minReadySeconds, Ready is available at once, even
+				// when the kubelet's clock runs ahead of ours.
+				if minReady > 0 {
+					since := in.Now.Sub(readySince(p))
+					if since < minReady {
+						minReadyOK = false
+						v.availableIn = minReady - since
+						if requeue == 0 || v.availableIn < requeue {
+							requeue = v.availableIn
+						}
 					}
 				}
-				v.available = dnsOK && since >= minReady
+				v.available = dnsOK && minReadyOK
 			}
 		}
 		views = append(views, v)
