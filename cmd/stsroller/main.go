@@ -1,0 +1,325 @@
+// Command stsroller runs the stsroller controller: it takes over pod deletion
+// for StatefulSets that opt in with the stsroller.io/enabled annotation and
+// updateStrategy OnDelete. See DESIGN.md for the annotations and behaviour.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/stsroller/stsroller/dnsgate"
+	"github.com/stsroller/stsroller/dnsprobe"
+	"github.com/stsroller/stsroller/informers"
+	"github.com/stsroller/stsroller/metrics"
+	"github.com/stsroller/stsroller/rollout"
+)
+
+// options are the command-line flags.
+type options struct {
+	kubeconfig     string
+	namespace      string
+	workers        int
+	qps            float64
+	burst          int
+	resync         time.Duration
+	metricsAddr    string
+	healthAddr     string
+	logFormat      string
+	leaderElect    bool
+	leaseNamespace string
+	leaseName      string
+	leaseDuration  time.Duration
+	renewDeadline  time.Duration
+	retryPeriod    time.Duration
+	dnsServers     string
+	dnsResolvers   string
+	dnsTimeout     time.Duration
+	dnsCheck       time.Duration
+	dnsRecheck     time.Duration
+	dnsConcurrency int
+	dnsRounds      int
+}
+
+func main() {
+	fs := flag.NewFlagSet("stsroller", flag.ExitOnError)
+	o := bindFlags(fs)
+	klog.InitFlags(fs)
+	_ = fs.Parse(os.Args[1:])
+	if err := setupLogging(o.logFormat); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		klog.FromContext(ctx).Error(err, "stsroller failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{}
+	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Path to a kubeconfig. Empty: in-cluster configuration.")
+	fs.StringVar(&o.namespace, "namespace", "", "Only manage StatefulSets in this namespace. Empty: all namespaces.")
+	fs.IntVar(&o.workers, "workers", 4, "StatefulSets planned concurrently.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Queries per second to the API server.")
+	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of queries to the API server.")
+	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "How often every managed StatefulSet is planned again even without a change.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" turns it off.")
+	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" turns it off.")
+	fs.StringVar(&o.logFormat, "logging-format", "text", "Log format: text (klog) or json.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Hold a Lease so only one replica acts.")
+	fs.StringVar(&o.leaseNamespace, "leader-elect-namespace", "", "Namespace of the Lease. Empty: $POD_NAMESPACE, else stsroller-system.")
+	fs.StringVar(&o.leaseName, "leader-elect-name", "stsroller", "Name of the Lease.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a lease lasts without renewal.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader tries to renew before it gives up.")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to acquire or renew.")
+	fs.StringVar(&o.dnsServers, "dns-servers", "", "Authoritative DNS servers for the DNS gate, host:port,... Empty: found through the zone's NS records.")
+	fs.StringVar(&o.dnsResolvers, "dns-resolvers", "", "Recursive resolvers used only to find the zone's NS records, host:port,... Empty: /etc/resolv.conf.")
+	fs.DurationVar(&o.dnsTimeout, "dns-timeout", dnsprobe.DefaultTimeout, "Timeout of one DNS question to one server.")
+	fs.DurationVar(&o.dnsCheck, "dns-check-timeout", dnsgate.DefaultCheckTimeout, "Timeout of one check of one name at every server.")
+	fs.DurationVar(&o.dnsRecheck, "dns-recheck-interval", dnsgate.DefaultRecheck, "How often a propagated name is checked again.")
+	fs.IntVar(&o.dnsConcurrency, "dns-concurrency", dnsgate.DefaultConcurrency, "DNS checks running at once.")
+	fs.IntVar(&o.dnsRounds, "dns-rounds", 1, "Consecutive agreeing checks before a name counts as propagated.")
+	return o
+}
+
+// setupLogging routes klog through a JSON logger when asked.
+func setupLogging(format string) error {
+	switch format {
+	case "text":
+		return nil
+	case "json":
+		klog.SetLogger(funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) },
+			funcr.Options{LogTimestamp: true, Verbosity: verbosity()}))
+		return nil
+	}
+	return fmt.Errorf("--logging-format: %q is not text or json", format)
+}
+
+// verbosity reads klog's -v back, for the JSON logger.
+func verbosity() int {
+	for v := 10; v > 0; v-- {
+		if klog.V(klog.Level(v)).Enabled() {
+			return v
+		}
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, o *options) error {
+	logger := klog.FromContext(ctx)
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	cfg.UserAgent = "stsroller"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	prober, err := dnsprobe.New(dnsprobe.Options{
+		Servers:   splitList(o.dnsServers),
+		Resolvers: splitList(o.dnsResolvers),
+		Timeout:   o.dnsTimeout,
+	})
+	if err != nil {
+		return fmt.Errorf("--dns-servers/--dns-resolvers: %w", err)
+	}
+	m := metrics.New()
+	m.RegisterWorkqueueProvider()
+
+	var ready atomic.Bool
+	servers, err := serve(ctx, o, m, &ready)
+	if err != nil {
+		return err
+	}
+	defer servers()
+
+	lead := func(ctx context.Context) error {
+		m.Leader.Set(1)
+		defer m.Leader.Set(0)
+		return runController(ctx, o, client, prober, m, &ready)
+	}
+	if !o.leaderElect {
+		return lead(ctx)
+	}
+	return runLeaderElection(ctx, o, cfg, client, lead, logger)
+}
+
+func runController(ctx context.Context, o *options, client kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool) error {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "stsroller"})
+
+	factory := informers.NewFactory(client, o.namespace, o.resync)
+	var c *rollout.Controller
+	gate := dnsgate.New(ctx, prober, client, func(k cache.ObjectName) { c.Enqueue(k) }, dnsgate.Options{
+		Concurrency: o.dnsConcurrency, CheckTimeout: o.dnsCheck, Recheck: o.dnsRecheck, Rounds: o.dnsRounds,
+		Metrics: m, Recorder: recorder,
+	})
+	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m})
+	if err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	go func() {
+		for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return
+			}
+		}
+		ready.Store(true)
+	}()
+	err = c.Run(ctx, o.workers)
+	gate.Wait()
+	return err
+}
+
+func runLeaderElection(ctx context.Context, o *options, cfg *rest.Config, client kubernetes.Interface, lead func(context.Context) error, logger klog.Logger) error {
+	ns := o.leaseNamespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		ns = "stsroller-system"
+	}
+	host, _ := os.Hostname()
+	id := host + "_" + string(uuid.NewUUID())
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: ns, Name: o.leaseName},
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	var runErr error
+	leaderCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   o.leaseDuration,
+		RenewDeadline:   o.renewDeadline,
+		RetryPeriod:     o.retryPeriod,
+		ReleaseOnCancel: true,
+		Name:            o.leaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				logger.Info("Became leader", "identity", id)
+				runErr = lead(ctx)
+				cancel()
+			},
+			OnStoppedLeading: func() {
+				logger.Info("Stopped leading", "identity", id)
+				cancel()
+			},
+			OnNewLeader: func(identity string) {
+				if identity != id {
+					logger.Info("Another replica leads", "leader", identity)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	le.Run(leaderCtx)
+	if runErr != nil {
+		return runErr
+	}
+	if ctx.Err() == nil {
+		return errors.New("lost the leader lease")
+	}
+	return nil
+}
+
+// serve starts the metrics and health endpoints; the returned func stops them.
+func serve(ctx context.Context, o *options, m *metrics.Metrics, ready *atomic.Bool) (func(), error) {
+	var servers []*http.Server
+	start := func(addr string, mux *http.ServeMux) error {
+		if addr == "" || addr == "0" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		s := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
+		go func() { _ = s.Serve(ln) }()
+		return nil
+	}
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	healthMux := http.NewServeMux()
+	healthMux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	healthMux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// A standby replica is ready: it serves metrics and waits for the lease.
+		if o.leaderElect || ready.Load() {
+			_, _ = w.Write([]byte("ok"))
+			return
+		}
+		http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+	})
+	if o.metricsAddr == o.healthAddr {
+		healthMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+		if err := start(o.healthAddr, healthMux); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := start(o.metricsAddr, metricsMux); err != nil {
+			return nil, fmt.Errorf("--metrics-bind-address: %w", err)
+		}
+		if err := start(o.healthAddr, healthMux); err != nil {
+			return nil, fmt.Errorf("--health-probe-bind-address: %w", err)
+		}
+	}
+	klog.FromContext(ctx).Info("Serving", "metrics", o.metricsAddr, "health", o.healthAddr)
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Shutdown(sctx)
+		}
+	}, nil
+}
