@@ -1,0 +1,411 @@
+package rollout
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	kinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/ptr"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/stsroller/stsroller/metrics"
+	"github.com/stsroller/stsroller/policy"
+)
+
+var now = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+// fixture is a controller over a fake clientset whose informer indexers are
+// filled by hand, as in sample-controller.
+type fixture struct {
+	t        *testing.T
+	client   *fake.Clientset
+	sts      []*appsv1.StatefulSet
+	pods     []*corev1.Pod
+	pdbs     []*policyv1.PodDisruptionBudget
+	reactors []core.ReactionFunc
+	recorder *record.FakeRecorder
+	clock    *clocktesting.FakeClock
+	c        *Controller
+}
+
+func newFixture(t *testing.T) *fixture {
+	return &fixture{t: t, recorder: record.NewFakeRecorder(100), clock: clocktesting.NewFakeClock(now)}
+}
+
+func (f *fixture) run(key cache.ObjectName) error {
+	f.t.Helper()
+	_, ctx := ktesting.NewTestContext(f.t)
+	if f.c == nil {
+		var objs []runtime.Object
+		for _, o := range f.sts {
+			objs = append(objs, o)
+		}
+		for _, o := range f.pods {
+			objs = append(objs, o)
+		}
+		for _, o := range f.pdbs {
+			objs = append(objs, o)
+		}
+		f.client = fake.NewClientset(objs...)
+		for _, r := range f.reactors {
+			f.client.PrependReactor("create", "pods", r)
+		}
+		factory := kinformers.NewSharedInformerFactory(f.client, 0)
+		c, err := New(ctx, f.client, factory, Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New()})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		for _, o := range f.sts {
+			mustAdd(f.t, factory.Apps().V1().StatefulSets().Informer().GetIndexer(), o)
+		}
+		for _, o := range f.pods {
+			mustAdd(f.t, factory.Core().V1().Pods().Informer().GetIndexer(), o)
+		}
+		for _, o := range f.pdbs {
+			mustAdd(f.t, factory.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer(), o)
+		}
+		f.c = c
+	}
+	return f.c.sync(ctx, key)
+}
+
+func mustAdd(t *testing.T, idx cache.Indexer, obj any) {
+	t.Helper()
+	if err := idx.Add(obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// actions are the client calls that change something (no list or watch).
+func (f *fixture) actions() []core.Action {
+	var out []core.Action
+	for _, a := range f.client.Actions() {
+		if a.GetVerb() == "list" || a.GetVerb() == "watch" {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// describe renders actions as short strings: "delete pods web-2", "create
+// pods/eviction web-1", "patch statefulsets web".
+func describe(actions []core.Action) []string {
+	var out []string
+	for _, a := range actions {
+		res := a.GetResource().Resource
+		if a.GetSubresource() != "" {
+			res += "/" + a.GetSubresource()
+		}
+		name := ""
+		switch a := a.(type) {
+		case core.DeleteAction:
+			name = a.GetName()
+		case core.PatchAction:
+			name = a.GetName()
+		case core.CreateAction:
+			if e, ok := a.GetObject().(*policyv1.Eviction); ok {
+				name = e.Name
+			}
+		}
+		out = append(out, strings.TrimSpace(fmt.Sprintf("%s %s %s", a.GetVerb(), res, name)))
+	}
+	return out
+}
+
+func (f *fixture) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-f.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// status reads the status annotation the last patch wrote.
+func (f *fixture) status() *policy.Status {
+	f.t.Helper()
+	var st *policy.Status
+	for _, a := range f.actions() {
+		p, ok := a.(core.PatchAction)
+		if !ok || p.GetResource().Resource != "statefulsets" {
+			continue
+		}
+		var obj struct {
+			Metadata struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(p.GetPatch(), &obj); err != nil {
+			f.t.Fatal(err)
+		}
+		st = policy.ParseStatus(obj.Metadata.Annotations)
+	}
+	return st
+}
+
+func newSts(name string, replicas int32, annotations map[string]string) *appsv1.StatefulSet {
+	a := map[string]string{policy.AnnotationEnabled: "true"}
+	for k, v := range annotations {
+		a[k] = v
+	}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID(name + "-uid"),
+			Generation: 2, Annotations: a},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:       ptr.To(replicas),
+			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
+		},
+		Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, UpdateRevision: "new", CurrentRevision: "old"},
+	}
+}
+
+func newPod(sts *appsv1.StatefulSet, ordinal int, revision string, ready bool) *corev1.Pod {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	name := fmt.Sprintf("%s-%d", sts.Name, ordinal)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: sts.Namespace, UID: types.UID(name + "-uid"), ResourceVersion: "7",
+			Labels: map[string]string{"app": sts.Name, appsv1.ControllerRevisionHashLabelKey: revision},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(sts,
+				appsv1.SchemeGroupVersion.WithKind("StatefulSet"))},
+		},
+		Status: corev1.PodStatus{
+			Phase: corev1.PodRunning,
+			PodIP: fmt.Sprintf("10.0.0.%d", ordinal+1),
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status,
+				LastTransitionTime: metav1.NewTime(now.Add(-time.Hour))}},
+		},
+	}
+}
+
+func key(sts *appsv1.StatefulSet) cache.ObjectName { return cache.MetaObjectToName(sts) }
+
+func TestSyncDeletesUnhealthyFirstWithPreconditions(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, nil)
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", false), newPod(sts, 1, "old", true), newPod(sts, 2, "old", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"delete pods web-0", "patch statefulsets web"}
+	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	del := f.actions()[0].(core.DeleteActionImpl)
+	pre := del.GetDeleteOptions().Preconditions
+	if pre == nil || ptr.Deref(pre.UID, "") != "web-0-uid" || ptr.Deref(pre.ResourceVersion, "") != "7" {
+		t.Errorf("delete preconditions = %+v, want UID web-0-uid and resourceVersion 7", pre)
+	}
+	if st := f.status(); st == nil || st.Phase != policy.PhaseRolling {
+		t.Errorf("status = %+v, want phase Rolling", st)
+	}
+	ev := strings.Join(f.events(), "\n")
+	if !strings.Contains(ev, policy.ReasonDeletedUnhealthyPod) || !strings.Contains(ev, policy.ReasonRolloutStarted) {
+		t.Errorf("events %q lack %s and %s", ev, policy.ReasonDeletedUnhealthyPod, policy.ReasonRolloutStarted)
+	}
+}
+
+func TestSyncEvictsHealthyHighestOrdinalFirst(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "2"})
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", true), newPod(sts, 1, "old", true), newPod(sts, 2, "old", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"create pods/eviction web-2", "create pods/eviction web-1", "patch statefulsets web"}
+	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	ev := f.actions()[0].(core.CreateAction).GetObject().(*policyv1.Eviction)
+	if ev.DeleteOptions == nil || ev.DeleteOptions.Preconditions == nil || ptr.Deref(ev.DeleteOptions.Preconditions.UID, "") != "web-2-uid" {
+		t.Errorf("eviction %+v lacks the UID precondition", ev)
+	}
+}
+
+func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, nil)
+	sts.Annotations[policy.AnnotationStatus] = (&policy.Status{Phase: policy.PhaseRolling, UpdateRevision: "new",
+		Reason: policy.ReasonDeletingPods}).Encode()
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", true), newPod(sts, 1, "old", true), newPod(sts, 2, "old", true))
+	f.reactors = append(f.reactors, func(a core.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "eviction" {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+	})
+	if err := f.run(key(sts)); err != nil {
+		t.Fatalf("a 429 must not be an error to retry hot: %v", err)
+	}
+	want := []string{"create pods/eviction web-2", "patch statefulsets web"}
+	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	st := f.status()
+	if st == nil || st.Phase != policy.PhaseBlocked || st.Reason != policy.ReasonEvictionBlocked {
+		t.Fatalf("status = %+v, want Blocked/EvictionBlocked", st)
+	}
+	if n := f.c.expectations.outstanding(key(sts), f.pods); n != 0 {
+		t.Errorf("a refused eviction left %d expectations", n)
+	}
+	if ev := strings.Join(f.events(), "\n"); !strings.Contains(ev, "Warning "+policy.ReasonEvictionBlocked) {
+		t.Errorf("events %q lack a Warning %s", ev, policy.ReasonEvictionBlocked)
+	}
+	// The retry waits: nothing is queued now, the key comes back after evictionRetry.
+	if n := f.c.queue.Len(); n != 0 {
+		t.Errorf("queue length = %d right after a 429, want 0 (no hot retry)", n)
+	}
+	f.clock.Step(evictionRetry)
+	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
+		t.Errorf("the StatefulSet was not requeued after %s", evictionRetry)
+	}
+}
+
+func waitFor(cond func() bool) error {
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("condition not met")
+}
+
+func TestSyncNotOnDeleteDeletesNothing(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 2, nil)
+	sts.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", false), newPod(sts, 1, "old", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"patch statefulsets web"}, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	if st := f.status(); st.Phase != policy.PhaseInvalid || st.Reason != policy.ReasonNotOnDelete {
+		t.Errorf("status = %+v, want Invalid/NotOnDelete", st)
+	}
+	if ev := strings.Join(f.events(), "\n"); !strings.Contains(ev, "Warning "+policy.ReasonNotOnDelete) {
+		t.Errorf("events %q lack a Warning %s", ev, policy.ReasonNotOnDelete)
+	}
+}
+
+func TestSyncInvalidConfigDeletesNothing(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 2, map[string]string{policy.AnnotationMaxUnavailable: "lots"})
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", false), newPod(sts, 1, "old", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"patch statefulsets web"}, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	ev := strings.Join(f.events(), "\n")
+	if !strings.Contains(ev, "Warning "+policy.ReasonInvalidConfig) || !strings.Contains(ev, policy.AnnotationMaxUnavailable) {
+		t.Errorf("events %q lack a Warning %s naming the annotation", ev, policy.ReasonInvalidConfig)
+	}
+}
+
+func TestSyncNotEnabledDoesNothing(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 2, nil)
+	delete(sts.Annotations, policy.AnnotationEnabled)
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", false))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(f.actions()); len(got) != 0 {
+		t.Errorf("actions = %v, want none", got)
+	}
+}
+
+func TestSyncDoesNotRepeatADeletionBeforeItIsObserved(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "3"})
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "old", false), newPod(sts, 1, "new", true), newPod(sts, 2, "new", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	f.client.ClearActions()
+	// The informer still shows web-0 alive: nothing more may be deleted.
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range describe(f.actions()) {
+		if strings.HasPrefix(a, "delete") || strings.HasPrefix(a, "create pods/eviction") {
+			t.Errorf("second sync acted before the first deletion was observed: %s", a)
+		}
+	}
+}
+
+func TestSyncStatusWrittenOnlyWhenChanged(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 2, nil)
+	prev := &policy.Status{Phase: policy.PhaseIdle, UpdateRevision: "new", Replicas: 2, Updated: 2, Available: 2,
+		UpdatedAvailable: 2, Reason: policy.ReasonUpToDate, Message: "2 of 2 pods at revision new",
+		ObservedGeneration: 2, LastTransitionTime: metav1.NewTime(now.Add(-time.Hour))}
+	sts.Annotations[policy.AnnotationStatus] = prev.Encode()
+	f.sts = append(f.sts, sts)
+	f.pods = append(f.pods, newPod(sts, 0, "new", true), newPod(sts, 1, "new", true))
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(f.actions()); len(got) != 0 {
+		t.Errorf("actions = %v, want none: the status did not change", got)
+	}
+}
+
+func TestEnqueuePodOwnerChecksUID(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 1, nil)
+	f.sts = append(f.sts, sts)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	for f.c.queue.Len() > 0 {
+		k, _ := f.c.queue.Get()
+		f.c.queue.Done(k)
+		f.c.queue.Forget(k)
+	}
+	stranger := newPod(sts, 0, "new", true)
+	stranger.OwnerReferences[0].UID = "another-uid"
+	f.c.enqueuePodOwner(stranger)
+	if n := f.c.queue.Len(); n != 0 {
+		t.Errorf("a pod owned by another StatefulSet of the same name was enqueued (%d)", n)
+	}
+	f.c.enqueuePodOwner(cache.DeletedFinalStateUnknown{Key: "ns/web-0", Obj: newPod(sts, 0, "new", true)})
+	if n := f.c.queue.Len(); n != 1 {
+		t.Errorf("queue length = %d after a tombstone of an owned pod, want 1", n)
+	}
+}
