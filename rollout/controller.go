@@ -31,7 +31,6 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/stsroller/stsroller/metrics"
-	"github.com/stsroller/stsroller/pdb"
 	"github.com/stsroller/stsroller/policy"
 )
 
@@ -281,71 +280,47 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	return nil
 }
 
-// input gathers what the planner needs. Its extra field carries the DNS gate's
-// own wish to look again.
+// input is the planner's input with the DNS gate's own wish to look again.
 type input struct {
 	policy.Input
 	dnsRequeue time.Duration
 }
 
 func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet) (input, error) {
-	cfg, cfgErr := policy.ParseConfig(sts)
-	pods, err := c.podsOf(sts)
+	base, err := Gather(ctx, listerSource{c}, sts)
 	if err != nil {
 		return input{}, err
 	}
-	in := input{Input: policy.Input{
-		StatefulSet:       sts,
-		Config:            cfg,
-		ConfigError:       cfgErr,
-		Pods:              pods,
-		AwaitingDeletions: c.expectations.outstanding(key, pods),
-		Previous:          policy.ParseStatus(sts.Annotations),
-		Now:               c.clock.Now(),
-	}}
-	budgets, err := c.pdbLister.PodDisruptionBudgets(sts.Namespace).List(labels.Everything())
-	if err != nil {
-		return input{}, err
-	}
-	in.Budgets, in.BudgetError = pdb.ForPods(budgets, pods)
-	if sts.Spec.ServiceName != "" {
-		svc, err := c.svcLister.Services(sts.Namespace).Get(sts.Spec.ServiceName)
-		switch {
-		case err == nil:
-			in.Service = svc
-		case !apierrors.IsNotFound(err):
-			return input{}, err
-		}
-	}
-	if cfgErr == nil && cfg.DNSDomain != "" {
+	in := input{Input: base}
+	in.AwaitingDeletions = c.expectations.outstanding(key, in.Pods)
+	in.Now = c.clock.Now()
+	if in.ConfigError == nil && in.Config.DNSDomain != "" {
 		if c.gate == nil {
-			in.DNSError = errors.New("the DNS gate is off in this stsroller (no --dns-servers given and NS discovery disabled): " +
-				policy.AnnotationDNSDomain + " cannot be honoured")
+			in.DNSError = errors.New("the DNS gate is off in this stsroller: " + policy.AnnotationDNSDomain + " cannot be honoured")
 		} else {
-			in.DNS, in.dnsRequeue, in.DNSError = c.gate.Observe(ctx, sts, cfg.DNSDomain, pods)
+			in.DNS, in.dnsRequeue, in.DNSError = c.gate.Observe(ctx, sts, in.Config.DNSDomain, in.Pods)
 		}
 	}
 	return in, nil
 }
 
-// podsOf lists the pods the StatefulSet controls: its selector, and a
-// controller reference with its UID.
-func (c *Controller) podsOf(sts *appsv1.StatefulSet) ([]*corev1.Pod, error) {
-	sel, err := metav1.LabelSelectorAsSelector(sts.Spec.Selector)
-	if err != nil {
-		return nil, nil // the API server validates selectors; nothing matches a broken one
+// listerSource reads from the controller's informer caches.
+type listerSource struct{ c *Controller }
+
+func (s listerSource) Pods(_ context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
+	return s.c.podLister.Pods(namespace).List(sel)
+}
+
+func (s listerSource) Budgets(_ context.Context, namespace string) ([]*policyv1.PodDisruptionBudget, error) {
+	return s.c.pdbLister.PodDisruptionBudgets(namespace).List(labels.Everything())
+}
+
+func (s listerSource) Service(_ context.Context, namespace, name string) (*corev1.Service, error) {
+	svc, err := s.c.svcLister.Services(namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
 	}
-	all, err := c.podLister.Pods(sts.Namespace).List(sel)
-	if err != nil {
-		return nil, err
-	}
-	pods := all[:0:0]
-	for _, p := range all {
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == sts.UID {
-			pods = append(pods, p)
-		}
-	}
-	return pods, nil
+	return svc, err
 }
 
 // remove carries out one deletion. It returns the API server's refusal when an

@@ -289,7 +289,7 @@ func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
 }
 
 func waitFor(cond func() bool) error {
-	for i := 0; i < 200; i++ {
+	for range 1000 {
 		if cond() {
 			return nil
 		}
