@@ -28,10 +28,15 @@ type pki struct {
 	dir string
 
 	caCert, caKey string // cluster CA
-	serving       string // apiserver serving cert, key in servingKey
-	servingKey    string
-	saKey, saPub  string // service-account signing key (RSA) and its public half
-	clients       map[string][2]string
+	// front-proxy CA and the apiserver's client cert for the aggregation
+	// layer; without them the delegated authentication of the controller
+	// manager and scheduler logs errors about a missing requestheader CA.
+	frontProxyCA                    string
+	frontProxyClient, frontProxyKey string
+	serving                         string // apiserver serving cert, key in servingKey
+	servingKey                      string
+	saKey, saPub                    string // service-account signing key (RSA) and its public half
+	clients                         map[string][2]string
 }
 
 // client identities, by name: common name and organisations.
@@ -69,6 +74,34 @@ func newPKI(dir string, serviceIP net.IP) (*pki, error) {
 		return nil, err
 	}
 	if p.caCert, p.caKey, err = p.write("ca", ca); err != nil {
+		return nil, err
+	}
+
+	frontProxyCA, err := newCert(nil, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "stsroller-e2e-front-proxy-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.frontProxyCA, _, err = p.write("front-proxy-ca", frontProxyCA); err != nil {
+		return nil, err
+	}
+	frontProxyClient, err := newCert(frontProxyCA, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "front-proxy-client"},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(10 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.frontProxyClient, p.frontProxyKey, err = p.write("front-proxy-client", frontProxyClient); err != nil {
 		return nil, err
 	}
 

@@ -1,0 +1,64 @@
+//go:build e2e
+
+// Package e2e drives stsroller's behaviour on a real cluster.
+//
+// With KUBECONFIG set, the tests use that cluster (kind or any other).
+// Without it, TestMain starts a local one with e2e/cluster (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler, kwok nodes), points
+// KUBECONFIG at it for the tests, and stops it at the end.
+//
+//	STSROLLER_BIN_DIR=$(hack/tools.sh bindir) go test -tags e2e ./e2e/
+//
+// STSROLLER_E2E_KEEP=1 keeps the local cluster's work directory (certificates,
+// kubeconfig, component logs) after the run; it is kept anyway when a test
+// fails.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stsroller/stsroller/e2e/cluster"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if kc := os.Getenv("KUBECONFIG"); kc != "" {
+		fmt.Fprintf(os.Stderr, "e2e: using the cluster of KUBECONFIG=%s\n", kc)
+		return m.Run()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	c, err := cluster.Start(ctx, cluster.Options{
+		Log:         os.Stderr,
+		KeepWorkDir: os.Getenv("STSROLLER_E2E_KEEP") != "",
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	// A test that panics ends the binary without running this; the components
+	// then die by Pdeathsig and the next Start reaps the work directory.
+	defer c.Stop()
+	fmt.Fprintf(os.Stderr, "e2e: local cluster up in %s, KUBECONFIG=%s\n", time.Since(start).Round(time.Millisecond), c.Kubeconfig)
+	if err := os.Setenv("KUBECONFIG", c.Kubeconfig); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.Unsetenv("KUBECONFIG")
+
+	code := m.Run()
+	if code != 0 {
+		c.KeepWorkDir()
+		fmt.Fprintf(os.Stderr, "e2e: tests failed; component logs of the local cluster:\n%s", c.LogTails(20))
+	}
+	return code
+}
