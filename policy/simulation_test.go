@@ -1,0 +1,817 @@
+package policy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/stsroller/stsroller/pdb"
+)
+
+// The simulation runs whole rollouts against a small model of a cluster: the
+// StatefulSet controller recreating deleted pods at the update revision, pods
+// turning Ready (or never, for a broken revision), the disruption controller
+// keeping a PodDisruptionBudget's status, the eviction API enforcing it,
+// external-dns publishing new pods, pods crashing and the leader moving. After
+// every step it checks the planner's invariants (see check).
+
+const simStep = 5 * time.Second
+
+// simConfig is one simulated rollout.
+type simConfig struct {
+	replicas        int
+	maxUnavailable  string // the annotation's value
+	partition       int
+	minReadySeconds int32
+	// dns turns the DNS gate on; readinessGate also puts its condition in
+	// the pod template, so pods turn Ready only once their name resolves.
+	dns, readinessGate bool
+	// pdbMinAvailable is the budget's minAvailable; < 0 for no budget.
+	pdbMinAvailable int
+	// pdbLag: the disruption controller's status is one step behind.
+	pdbLag bool
+	// broken: pods of the new revision never turn Ready.
+	broken bool
+	// chaosSteps: for so many steps pods crash, the budget goes stale,
+	// deletions are not yet observed and DNS servers cannot be asked.
+	chaosSteps int
+	// rollbackAt: at this step the template is reverted (updateRevision back
+	// to the old one); 0 for never.
+	rollbackAt int
+	// revisionEvery: during the chaos a new revision is pushed every so many
+	// steps, mid-rollout or not; 0 for never.
+	revisionEvery   int
+	deadlineSeconds int
+}
+
+func (c simConfig) String() string {
+	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds",
+		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds)
+}
+
+// resolvedMaxUnavailable is max-unavailable as DESIGN.md defines it,
+// computed apart from the code under test.
+func (c simConfig) resolvedMaxUnavailable() int {
+	if p, ok := strings.CutSuffix(c.maxUnavailable, "%"); ok {
+		n, _ := strconv.Atoi(p)
+		return max(1, c.replicas*n/100)
+	}
+	n, _ := strconv.Atoi(c.maxUnavailable)
+	return n
+}
+
+func (c simConfig) target() int { return max(c.replicas-c.partition, 0) }
+
+func randomSimConfig(rng *rand.Rand) simConfig {
+	n := 1 + rng.IntN(30)
+	c := simConfig{
+		replicas:        n,
+		maxUnavailable:  strconv.Itoa(1 + rng.IntN(5)),
+		minReadySeconds: []int32{0, 0, 5, 15}[rng.IntN(4)],
+		pdbMinAvailable: -1,
+		pdbLag:          rng.IntN(2) == 0,
+		deadlineSeconds: 600,
+	}
+	if rng.IntN(3) == 0 {
+		c.maxUnavailable = []string{"1%", "10%", "25%", "33%", "50%", "100%"}[rng.IntN(6)]
+	}
+	if rng.IntN(2) == 0 {
+		c.partition = rng.IntN(n + 2)
+	}
+	if rng.IntN(3) == 0 {
+		c.dns = true
+		c.readinessGate = rng.IntN(2) == 0
+	}
+	if rng.IntN(2) == 0 {
+		c.pdbMinAvailable = rng.IntN(n)
+	}
+	switch rng.IntN(5) {
+	case 0:
+		c.broken = true
+		c.deadlineSeconds = 60
+		if rng.IntN(2) == 0 {
+			c.rollbackAt = 30 + rng.IntN(20)
+			c.partition = 0
+		}
+	default:
+		c.chaosSteps = 20 * rng.IntN(3)
+		if c.chaosSteps > 0 && rng.IntN(2) == 0 {
+			c.revisionEvery = 5 + rng.IntN(15)
+		}
+	}
+	return c
+}
+
+// simPod is one pod of the model.
+type simPod struct {
+	name       string
+	uid        types.UID
+	rev        string
+	ready      bool
+	readySince time.Time
+	readyIn    int // steps until the containers are ready; < 0: never
+	crashedFor int // steps it stays crashed
+	// terminating > 0: deleted, gone after so many steps.
+	terminating int
+	propagated  bool
+	propagateIn int
+	leader      bool
+}
+
+type sim struct {
+	cfg       simConfig
+	rng       *rand.Rand
+	step      int
+	now       time.Time
+	updateRev string
+	// generation and observed model the StatefulSet controller catching up
+	// with a template change.
+	generation, observed int64
+	pods                 []*simPod // by ordinal; nil: missing
+	missingFor           []int
+	uids                 int
+	// pdbAllowed is the budget's status.disruptionsAllowed as stored: what
+	// the planner reads and the eviction API spends. pdbNext is the
+	// disruption controller's next value when it lags.
+	pdbAllowed, pdbNext int32
+	pdbStale            bool
+	awaiting            int
+	unreachable         string
+	prev                *Status
+	log                 []string
+	// errs collects invariant violations; the run stops at the first step
+	// with one.
+	errs []string
+}
+
+func newSim(cfg simConfig, seed uint64) *sim {
+	s := &sim{
+		cfg:        cfg,
+		rng:        rand.New(rand.NewPCG(seed, 0x5747)),
+		now:        t0,
+		updateRev:  newRev,
+		generation: 1,
+		observed:   1,
+		pods:       make([]*simPod, cfg.replicas),
+		missingFor: make([]int, cfg.replicas),
+	}
+	for o := range s.pods {
+		s.pods[o] = &simPod{
+			name:       "web-" + strconv.Itoa(o),
+			uid:        s.uid(),
+			rev:        oldRev,
+			ready:      true,
+			readySince: t0.Add(-time.Hour),
+			propagated: true,
+		}
+	}
+	s.pdbAllowed = s.disruptionsAllowed()
+	s.pdbNext = s.pdbAllowed
+	return s
+}
+
+func (s *sim) uid() types.UID {
+	s.uids++
+	return types.UID(strconv.Itoa(s.uids))
+}
+
+// available is the model's own answer to DESIGN.md's "available": Ready for
+// minReadySeconds, not terminating, and with the DNS gate its name resolves.
+func (s *sim) available(p *simPod) bool {
+	if p == nil || p.terminating > 0 || !p.ready {
+		return false
+	}
+	// An unreachable server never counts as propagated.
+	if s.cfg.dns && (!p.propagated || p.name == s.unreachable) {
+		return false
+	}
+	return s.now.Sub(p.readySince) >= time.Duration(s.cfg.minReadySeconds)*time.Second
+}
+
+func (s *sim) input() Input {
+	a := map[string]string{
+		AnnotationMaxUnavailable:          s.cfg.maxUnavailable,
+		AnnotationPartition:               strconv.Itoa(s.cfg.partition),
+		AnnotationProgressDeadlineSeconds: strconv.Itoa(s.cfg.deadlineSeconds),
+	}
+	if s.cfg.dns {
+		a[AnnotationDNSDomain] = "web.example.com"
+	}
+	sts := newSet(int32(s.cfg.replicas), a)
+	sts.Generation = s.generation
+	sts.Status.ObservedGeneration = s.observed
+	sts.Status.UpdateRevision = s.updateRev
+	sts.Spec.MinReadySeconds = s.cfg.minReadySeconds
+	if s.cfg.readinessGate {
+		withReadinessGate(sts)
+	}
+	cfg, err := ParseConfig(sts)
+	in := Input{
+		StatefulSet:       sts,
+		Config:            cfg,
+		ConfigError:       err,
+		Service:           headlessService(true),
+		AwaitingDeletions: s.awaiting,
+		Previous:          s.prev,
+		Now:               s.now,
+	}
+	for o, p := range s.pods {
+		if p == nil {
+			continue
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      p.name,
+				Namespace: "ns",
+				UID:       p.uid,
+				Labels:    map[string]string{"app": "web", "controller-revision-hash": p.rev},
+			},
+			Status: corev1.PodStatus{
+				Phase: corev1.PodRunning,
+				PodIP: fmt.Sprintf("10.0.%d.%s", o, p.uid),
+				Conditions: []corev1.PodCondition{{
+					Type:               corev1.PodReady,
+					Status:             corev1.ConditionFalse,
+					LastTransitionTime: metav1.NewTime(p.readySince),
+				}},
+			},
+		}
+		if p.ready {
+			pod.Status.Conditions[0].Status = corev1.ConditionTrue
+		}
+		if p.leader {
+			pod.Labels["stsroller.io/role"] = "leader"
+		}
+		if p.terminating > 0 {
+			pod.DeletionTimestamp = ptr.To(metav1.NewTime(s.now))
+		}
+		in.Pods = append(in.Pods, pod)
+	}
+	if s.cfg.pdbMinAvailable >= 0 {
+		b := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", Generation: 1},
+			Spec: policyv1.PodDisruptionBudgetSpec{
+				MinAvailable: ptr.To(intstr.FromInt(s.cfg.pdbMinAvailable)),
+				Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			},
+			Status: policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, DisruptionsAllowed: s.pdbAllowed},
+		}
+		if s.pdbStale {
+			b.Generation = 2
+		}
+		in.Budgets, in.BudgetError = pdb.ForPods([]*policyv1.PodDisruptionBudget{b}, in.Pods)
+	}
+	if s.cfg.dns {
+		in.DNS = map[string]DNSState{}
+		for _, p := range s.pods {
+			if p == nil {
+				continue
+			}
+			st := DNSState{Propagated: p.propagated}
+			if !p.propagated {
+				st.Message = "not yet at ns1.example.com"
+			}
+			if p.name == s.unreachable {
+				st = DNSState{Unreachable: true, Message: "ns1.example.com: i/o timeout"}
+			}
+			in.DNS[p.name] = st
+		}
+	}
+	return in
+}
+
+// run plays the rollout to its end and reports the first step that breaks an
+// invariant.
+func (s *sim) run(t *testing.T, seed uint64) {
+	t.Helper()
+	maxSteps := s.stepBound()
+	settled := 0
+	for s.step = 0; s.step < maxSteps; s.step++ {
+		if s.cfg.rollbackAt > 0 && s.step == s.cfg.rollbackAt {
+			s.rollback()
+		}
+		if e := s.cfg.revisionEvery; e > 0 && s.step > 0 && s.step%e == 0 && s.step < s.cfg.chaosSteps {
+			s.updateRev = fmt.Sprintf("web-r%d", s.step/e)
+			s.generation++
+		}
+		in := s.input()
+		before := s.describe()
+		plan := Compute(in)
+		s.check(in, plan)
+		s.apply(plan)
+		s.logStep(before, plan)
+		if len(s.errs) > 0 {
+			t.Fatalf("seed %d, %s\nstep %d broke an invariant:\n  %s\nlast steps:\n%s",
+				seed, s.cfg, s.step, strings.Join(s.errs, "\n  "), strings.Join(s.log, "\n"))
+		}
+		s.prev = &plan.Status
+		if s.done(plan) {
+			settled++
+			if settled == 5 {
+				return
+			}
+		} else {
+			settled = 0
+		}
+		s.advance()
+	}
+	if s.cfg.broken && s.cfg.rollbackAt == 0 {
+		if s.cfg.target() > 0 && s.prev.Phase != PhaseStalled {
+			t.Fatalf("seed %d, %s\nbroken revision: phase %s after %d steps, want %s\nlast steps:\n%s",
+				seed, s.cfg, s.prev.Phase, maxSteps, PhaseStalled, strings.Join(s.log, "\n"))
+		}
+		return
+	}
+	t.Fatalf("seed %d, %s\nthe rollout did not finish in %d steps (invariant f)\nlast steps:\n%s",
+		seed, s.cfg, maxSteps, strings.Join(s.log, "\n"))
+}
+
+// stepBound is how long a rollout may take once the chaos ends: a wave is a
+// deletion (1 step), terminating (<= 2), missing (<= 1), the new pod turning
+// Ready and propagated (<= 4), minReadySeconds (<= 3) and the budget's status
+// catching up (<= 2). Waves are never smaller than one pod.
+func (s *sim) stepBound() int {
+	if s.cfg.broken && s.cfg.rollbackAt == 0 {
+		return 3*s.cfg.deadlineSeconds/int(simStep/time.Second) + 10
+	}
+	// Crashed pods recover within 6 steps of the chaos' end.
+	return max(s.cfg.chaosSteps, s.cfg.rollbackAt) + 6 + 14*(s.cfg.replicas+1)
+}
+
+// done is invariant (f): the rollout is over, and exactly replicas -
+// partition pods run the update revision, available.
+func (s *sim) done(plan Plan) bool {
+	if s.cfg.broken && s.cfg.rollbackAt == 0 || s.step < max(s.cfg.chaosSteps, s.cfg.rollbackAt) {
+		return false
+	}
+	// With nothing to update there was no rollout to complete.
+	want := PhaseComplete
+	if s.cfg.target() == 0 {
+		want = PhaseIdle
+	}
+	if plan.Status.Phase != want || len(plan.Deletions) > 0 {
+		return false
+	}
+	updated := 0
+	for _, p := range s.pods {
+		if p == nil || p.terminating > 0 {
+			return false
+		}
+		if p.rev == s.updateRev {
+			if !s.available(p) {
+				return false
+			}
+			updated++
+		}
+	}
+	return updated == s.cfg.target()
+}
+
+func (s *sim) rollback() {
+	s.updateRev = oldRev
+	s.cfg.broken = false
+	s.generation++
+	// The StatefulSet controller sees the new template a step later.
+}
+
+// check verifies the invariants of one plan against the model's own view of
+// the cluster, before the plan is applied.
+func (s *sim) check(in Input, plan Plan) {
+	fail := func(format string, args ...any) { s.errs = append(s.errs, fmt.Sprintf(format, args...)) }
+	maxU := s.cfg.resolvedMaxUnavailable()
+	target := s.cfg.target()
+
+	byName := map[string]int{}
+	for o, p := range s.pods {
+		if p != nil {
+			byName[p.name] = o
+		}
+	}
+	// The model's view: unavailable ordinals (missing, terminating, not
+	// Ready, Ready too briefly, not yet in DNS), replacements in flight,
+	// unhealthy outdated pods.
+	unavailable, inFlight := 0, 0
+	var unhealthyOutdated, nonLeaderOutdated []string
+	updated, avail, updatedAvail := int32(0), int32(0), int32(0)
+	waitingDNS := map[string]string{}
+	for _, p := range s.pods {
+		a := s.available(p)
+		if !a {
+			unavailable++
+		}
+		if p == nil || p.terminating > 0 {
+			inFlight++
+			continue
+		}
+		up := p.rev == s.updateRev
+		if up && !a {
+			inFlight++
+		}
+		if !up && !p.ready {
+			unhealthyOutdated = append(unhealthyOutdated, p.name)
+		}
+		if !up && !p.leader {
+			nonLeaderOutdated = append(nonLeaderOutdated, p.name)
+		}
+		if up {
+			updated++
+		}
+		if a {
+			avail++
+			if up {
+				updatedAvail++
+			}
+		}
+		if s.cfg.dns && (!p.propagated || p.name == s.unreachable) {
+			waitingDNS[p.name] = in.DNS[p.name].Message
+		}
+	}
+
+	// (g) The status counts what the model counts; with the DNS gate a pod is
+	// never available before its name resolves.
+	st := plan.Status
+	if st.Updated != updated || st.Available != avail || st.UpdatedAvailable != updatedAvail {
+		fail("status counts updated %d, available %d, updated available %d; the cluster has %d, %d, %d",
+			st.Updated, st.Available, st.UpdatedAvailable, updated, avail, updatedAvail)
+	}
+	if len(waitingDNS) == 0 {
+		waitingDNS = nil
+	}
+	if fmt.Sprint(st.WaitingForDNS) != fmt.Sprint(waitingDNS) {
+		fail("status waiting for DNS %v, want %v", st.WaitingForDNS, waitingDNS)
+	}
+
+	// Every deletion is of an outdated, live pod of ours, at most once, with
+	// the UID the planner was shown.
+	evicted, deleted := 0, 0
+	evictedAvailable := 0
+	seen := map[string]bool{}
+	for i, d := range plan.Deletions {
+		o, ok := byName[d.Pod.Name]
+		if !ok {
+			fail("deletion of %s, which does not exist", d.Pod.Name)
+			continue
+		}
+		p := s.pods[o]
+		switch {
+		case seen[p.name]:
+			fail("%s deleted twice", p.name)
+		case p.terminating > 0:
+			fail("%s deleted while terminating", p.name)
+		case p.rev == s.updateRev:
+			fail("%s deleted at the update revision", p.name)
+		case d.Pod.UID != p.uid:
+			fail("%s deleted with UID %s, the pod's is %s", p.name, d.Pod.UID, p.uid)
+		case d.Message == "":
+			fail("deletion of %s has no message", p.name)
+		}
+		seen[p.name] = true
+		switch d.Method {
+		case MethodDelete:
+			// (a) Deleting without eviction is only for pods that are
+			// already unavailable: it costs no availability.
+			if p.ready {
+				fail("%s is Ready but deleted without eviction", p.name)
+			}
+			// (c) Unhealthy pods go before every healthy one.
+			if evicted > 0 {
+				fail("%s (unhealthy) planned after an eviction, at position %d", p.name, i)
+			}
+			deleted++
+		case MethodEvict:
+			if !p.ready {
+				fail("%s is not Ready but evicted", p.name)
+			}
+			// (d) The leader goes last: only when no other outdated pod
+			// is left, or when it is unhealthy (then it is deleted, not
+			// evicted).
+			if p.leader && len(nonLeaderOutdated) > 0 {
+				fail("leader %s evicted while other outdated pods remain: %v", p.name, nonLeaderOutdated)
+			}
+			evicted++
+			if s.available(p) {
+				evictedAvailable++
+			}
+		default:
+			fail("%s: unknown method %q", p.name, d.Method)
+		}
+	}
+
+	// (h) Ties: highest ordinal first. Within the unhealthy deletions and
+	// within the evictions of non-leaders, no pod of the group is passed
+	// over for one of a lower ordinal. (One budget selects every pod, so a
+	// budget cannot hold back one pod and let a lower one go.)
+	lowestDeleted, lowestEvicted := len(s.pods), len(s.pods)
+	for _, d := range plan.Deletions {
+		o, ok := byName[d.Pod.Name]
+		if !ok {
+			continue
+		}
+		switch {
+		case d.Method == MethodDelete:
+			lowestDeleted = min(lowestDeleted, o)
+		case !s.pods[o].leader:
+			lowestEvicted = min(lowestEvicted, o)
+		}
+	}
+	for o, p := range s.pods {
+		if p == nil || p.terminating > 0 || p.rev == s.updateRev || seen[p.name] {
+			continue
+		}
+		if !p.ready && o > lowestDeleted {
+			fail("unhealthy %s passed over for web-%d", p.name, lowestDeleted)
+		}
+		if p.ready && !p.leader && o > lowestEvicted {
+			fail("%s passed over for web-%d", p.name, lowestEvicted)
+		}
+	}
+
+	// Nothing while our deletions are not observed or the StatefulSet
+	// controller has not seen the template.
+	if len(plan.Deletions) > 0 && (in.AwaitingDeletions > 0 || s.observed < s.generation) {
+		fail("deletions while awaiting %d deletions, generation %d observed %d", in.AwaitingDeletions, s.generation, s.observed)
+	}
+
+	// (a) Never more unavailable than max-unavailable because of us:
+	// evictions happen only while fewer than max-unavailable pods are
+	// unavailable, and each eviction of an available pod adds one, so
+	// after the plan at most max-unavailable are unavailable. (Pods that
+	// are unavailable already may be more than that, through no fault of
+	// ours; then nothing is evicted.)
+	if evicted > 0 && (unavailable >= maxU || unavailable+evictedAvailable > maxU) {
+		fail("evicted %d pods (%d available) with %d unavailable already; max-unavailable %d", evicted, evictedAvailable, unavailable, maxU)
+	}
+	// (c) Unhealthy replacements in flight stay within max-unavailable.
+	if deleted > 0 && inFlight+deleted > maxU {
+		fail("deleted %d unhealthy pods with %d replacements in flight; max-unavailable %d", deleted, inFlight, maxU)
+	}
+	// (c) No healthy pod is chosen while an unhealthy outdated pod that
+	// could be deleted is passed over: an eviction means every unhealthy
+	// outdated pod was deleted.
+	if evicted > 0 {
+		for _, n := range unhealthyOutdated {
+			if !seen[n] {
+				fail("evicted a healthy pod but passed over unhealthy outdated %s", n)
+			}
+		}
+	}
+	// (b) Evictions never exceed the budget's headroom as the planner read it.
+	if s.cfg.pdbMinAvailable >= 0 {
+		allowed := int(s.pdbAllowed)
+		if s.pdbStale {
+			allowed = 0
+		}
+		if evicted > allowed {
+			fail("evicted %d pods, the budget allows %d (stale %v)", evicted, allowed, s.pdbStale)
+		}
+	}
+	// (e) Never more than replicas - partition pods at the update revision
+	// because of us: missing and terminating pods come back at it.
+	coming := 0
+	for _, p := range s.pods {
+		if p == nil || p.terminating > 0 || p.rev == s.updateRev || seen[p.name] {
+			coming++
+		}
+	}
+	if len(plan.Deletions) > 0 && coming > target {
+		fail("after the plan %d pods are or will be at the update revision, more than replicas - partition = %d", coming, target)
+	}
+	// A broken revision stops itself: with no other cause of unhealthy
+	// pods, at most max-unavailable pods ever run it.
+	if s.cfg.broken && s.cfg.chaosSteps == 0 && s.updateRev == newRev && coming > maxU {
+		fail("broken revision: %d pods are or will be at it, max-unavailable %d", coming, maxU)
+	}
+}
+
+// apply carries the plan out as the API server would.
+func (s *sim) apply(plan Plan) {
+	for _, d := range plan.Deletions {
+		var p *simPod
+		for _, q := range s.pods {
+			if q != nil && q.name == d.Pod.Name {
+				p = q
+			}
+		}
+		if p == nil || p.uid != d.Pod.UID || p.terminating > 0 {
+			continue // precondition failed
+		}
+		if d.Method == MethodEvict && s.cfg.pdbMinAvailable >= 0 {
+			// The eviction API spends the stored status; 429 when none
+			// is left or the status is stale.
+			if s.pdbStale || s.pdbAllowed <= 0 {
+				continue
+			}
+			s.pdbAllowed--
+		}
+		// A deleted pod stays Ready through its grace period, until its
+		// containers stop.
+		p.terminating = 1 + s.rng.IntN(2)
+	}
+}
+
+// advance moves the model one step on.
+func (s *sim) advance() {
+	s.now = s.now.Add(simStep)
+	s.observed = s.generation
+	chaos := s.step < s.cfg.chaosSteps
+	for o, p := range s.pods {
+		if p == nil {
+			s.missingFor[o]--
+			if s.missingFor[o] < 0 {
+				s.pods[o] = s.createPod(o)
+			}
+			continue
+		}
+		if p.terminating > 0 {
+			p.terminating--
+			if p.terminating == 0 {
+				s.pods[o] = nil
+				s.missingFor[o] = s.rng.IntN(2)
+			}
+			continue
+		}
+		if !p.propagated {
+			p.propagateIn--
+			p.propagated = p.propagateIn <= 0
+		}
+		if p.crashedFor > 0 {
+			p.crashedFor--
+		}
+		if p.readyIn > 0 {
+			p.readyIn--
+		}
+		if chaos && s.rng.IntN(30) == 0 {
+			p.crashedFor = 1 + s.rng.IntN(6)
+		}
+		canBeReady := p.readyIn == 0 && p.crashedFor == 0 && (!s.cfg.readinessGate || p.propagated)
+		if canBeReady && !p.ready {
+			p.readySince = s.now
+		}
+		p.ready = canBeReady
+	}
+	// Leadership moves, now and then, to any live pod or to none.
+	if s.rng.IntN(7) == 0 {
+		o := s.rng.IntN(s.cfg.replicas + 1)
+		for i, p := range s.pods {
+			if p != nil {
+				p.leader = i == o
+			}
+		}
+	}
+	s.awaiting, s.pdbStale, s.unreachable = 0, false, ""
+	if chaos {
+		if s.rng.IntN(20) == 0 {
+			s.awaiting = 1
+		}
+		if s.rng.IntN(20) == 0 {
+			s.pdbStale = true
+		}
+		if s.cfg.dns && s.rng.IntN(30) == 0 {
+			s.unreachable = "web-" + strconv.Itoa(s.rng.IntN(s.cfg.replicas))
+		}
+	}
+	// The disruption controller recomputes the budget's status from the pods
+	// it sees, possibly a step late.
+	if s.cfg.pdbLag {
+		s.pdbAllowed, s.pdbNext = s.pdbNext, s.disruptionsAllowed()
+	} else {
+		s.pdbAllowed = s.disruptionsAllowed()
+	}
+}
+
+// createPod is the StatefulSet controller recreating a pod: at the update
+// revision, with a new UID and IP, not yet Ready nor published.
+func (s *sim) createPod(o int) *simPod {
+	p := &simPod{
+		name:        "web-" + strconv.Itoa(o),
+		uid:         s.uid(),
+		rev:         s.updateRev,
+		readyIn:     1 + s.rng.IntN(4),
+		propagateIn: s.rng.IntN(4),
+	}
+	if s.cfg.broken && p.rev == newRev {
+		p.readyIn = -1
+	}
+	p.propagated = p.propagateIn == 0
+	return p
+}
+
+// disruptionsAllowed is the disruption controller's arithmetic for
+// minAvailable: healthy (Ready, not terminating) minus minAvailable, at least 0.
+func (s *sim) disruptionsAllowed() int32 {
+	healthy := 0
+	for _, p := range s.pods {
+		if p != nil && p.terminating == 0 && p.ready {
+			healthy++
+		}
+	}
+	return int32(max(0, healthy-s.cfg.pdbMinAvailable))
+}
+
+// describe renders the cluster as the fixtures do: o/O outdated Ready/not,
+// n/N updated Ready/not, t terminating, - missing, * leader, ? not in DNS.
+func (s *sim) describe() string {
+	var b strings.Builder
+	for _, p := range s.pods {
+		c := "-"
+		switch {
+		case p == nil:
+		case p.terminating > 0:
+			c = "t"
+		case p.rev == s.updateRev && p.ready:
+			c = "n"
+		case p.rev == s.updateRev:
+			c = "N"
+		case p.ready:
+			c = "o"
+		default:
+			c = "O"
+		}
+		if p != nil && p.leader {
+			c += "*"
+		}
+		if p != nil && s.cfg.dns && !p.propagated {
+			c += "?"
+		}
+		b.WriteString(c + " ")
+	}
+	return b.String()
+}
+
+func (s *sim) logStep(before string, plan Plan) {
+	var dels []string
+	for _, d := range plan.Deletions {
+		dels = append(dels, d.Pod.Name+":"+string(d.Method))
+	}
+	s.log = append(s.log, fmt.Sprintf("  %3d [%s] pdb=%d stale=%v awaiting=%d -> %s/%s %v",
+		s.step, strings.TrimSpace(before), s.pdbAllowed, s.pdbStale, s.awaiting, plan.Status.Phase, plan.Status.Reason, dels))
+	if len(s.log) > 12 {
+		s.log = s.log[1:]
+	}
+}
+
+// TestSimulatedRollouts runs many seeded rollouts of random shape and checks
+// the planner's invariants after every step. A failure names its seed; run
+// it alone with -run 'TestSimulatedRollouts/seed=N$'.
+func TestSimulatedRollouts(t *testing.T) {
+	seeds := 200
+	if testing.Short() {
+		seeds = 40
+	}
+	for seed := uint64(1); seed <= uint64(seeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			cfg := randomSimConfig(rand.New(rand.NewPCG(seed, 0)))
+			newSim(cfg, seed).run(t, seed)
+		})
+	}
+}
+
+// TestSimulatedRolloutShapes runs the shapes worth naming, whatever the
+// random draw: each with a few seeds.
+func TestSimulatedRolloutShapes(t *testing.T) {
+	base := simConfig{replicas: 7, maxUnavailable: "2", pdbMinAvailable: -1, deadlineSeconds: 600}
+	shapes := map[string]func(*simConfig){
+		"plain":                func(*simConfig) {},
+		"one pod":              func(c *simConfig) { c.replicas, c.maxUnavailable = 1, "1" },
+		"max-unavailable 100%": func(c *simConfig) { c.maxUnavailable = "100%" },
+		"partition":            func(c *simConfig) { c.partition = 3 },
+		"partition all":        func(c *simConfig) { c.partition = 7 },
+		"tight budget":         func(c *simConfig) { c.pdbMinAvailable = 6 },
+		"lagging budget":       func(c *simConfig) { c.pdbMinAvailable, c.pdbLag = 5, true },
+		"minReadySeconds":      func(c *simConfig) { c.minReadySeconds = 15 },
+		"DNS gate":             func(c *simConfig) { c.dns = true },
+		"DNS readiness gate":   func(c *simConfig) { c.dns, c.readinessGate = true, true },
+		"chaos":                func(c *simConfig) { c.chaosSteps = 60 },
+		"few pods, long chaos, new revisions": func(c *simConfig) {
+			c.replicas, c.maxUnavailable, c.chaosSteps, c.revisionEvery = 5, "2", 300, 12
+		},
+		"chaos and tight PDB":  func(c *simConfig) { c.chaosSteps, c.pdbMinAvailable, c.pdbLag = 60, 4, true },
+		"broken revision":      func(c *simConfig) { c.broken, c.deadlineSeconds = true, 60 },
+		"broken then rollback": func(c *simConfig) { c.broken, c.deadlineSeconds, c.rollbackAt = true, 60, 40 },
+		"broken, budget, DNS":  func(c *simConfig) { c.broken, c.deadlineSeconds, c.pdbMinAvailable, c.dns = true, 60, 3, true },
+		"many, small batches":  func(c *simConfig) { c.replicas, c.maxUnavailable = 30, "1" },
+		"many, 25% and chaos":  func(c *simConfig) { c.replicas, c.maxUnavailable, c.chaosSteps = 30, "25%", 40 },
+		"many, all constraints": func(c *simConfig) {
+			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600}
+		},
+	}
+	for name, shape := range shapes {
+		t.Run(name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 5; seed++ {
+				cfg := base
+				shape(&cfg)
+				newSim(cfg, seed).run(t, seed)
+			}
+		})
+	}
+}
