@@ -1,0 +1,238 @@
+package dnsgate
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/stsroller/stsroller/dnsprobe"
+	"github.com/stsroller/stsroller/policy"
+)
+
+// fakeProber answers from a table of name → addresses served, and counts calls.
+type fakeProber struct {
+	mu     sync.Mutex
+	served map[string][]netip.Addr
+	reason dnsprobe.Reason // when set, every answer fails with it
+	calls  int
+}
+
+func (p *fakeProber) Probe(_ context.Context, name string, want []netip.Addr) dnsprobe.Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls++
+	if p.reason != "" {
+		return dnsprobe.Result{Name: name, Reason: p.reason, Message: "injected"}
+	}
+	if got, ok := p.served[name]; ok && slices.Equal(got, want) {
+		return dnsprobe.Result{Name: name, Propagated: true, Reason: dnsprobe.ReasonPropagated}
+	}
+	return dnsprobe.Result{Name: name, Reason: dnsprobe.ReasonNXDomain, Message: "no such name"}
+}
+
+func (p *fakeProber) serve(name string, addrs ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var as []netip.Addr
+	for _, a := range addrs {
+		as = append(as, netip.MustParseAddr(a))
+	}
+	p.served[name] = as
+}
+
+type gateFixture struct {
+	t       *testing.T
+	prober  *fakeProber
+	client  *fake.Clientset
+	clock   *clocktesting.FakeClock
+	gate    *Gate
+	sts     *appsv1.StatefulSet
+	mu      sync.Mutex
+	queued  []cache.ObjectName
+	pods    []*corev1.Pod
+	patches []string
+}
+
+func newGateFixture(t *testing.T, pods ...*corev1.Pod) *gateFixture {
+	f := &gateFixture{
+		t:      t,
+		prober: &fakeProber{served: map[string][]netip.Addr{}},
+		clock:  clocktesting.NewFakeClock(time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)),
+		sts:    &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "ns"}},
+		pods:   pods,
+	}
+	f.client = fake.NewClientset()
+	f.client.PrependReactor("patch", "pods", func(a core.Action) (bool, runtime.Object, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.patches = append(f.patches, a.(core.PatchAction).GetName()+" "+string(a.(core.PatchAction).GetPatch()))
+		return true, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f.gate = New(ctx, f.prober, f.client, func(k cache.ObjectName) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.queued = append(f.queued, k)
+	}, Options{Clock: f.clock, MinBackoff: time.Second, MaxBackoff: 4 * time.Second, Recheck: time.Minute})
+	return f
+}
+
+func (f *gateFixture) observe() map[string]policy.DNSState {
+	f.t.Helper()
+	states, _, err := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return states
+}
+
+func (f *gateFixture) takePatches() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.patches
+	f.patches = nil
+	return p
+}
+
+func pod(name, ip string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID(name + "-uid")},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip},
+	}
+}
+
+func TestGateHoldsUntilPropagatedThenSetsCondition(t *testing.T) {
+	p0 := pod("db-0", "10.0.0.1")
+	f := newGateFixture(t, p0)
+
+	if s := f.observe()["db-0"]; s.Propagated {
+		t.Fatal("a pod never checked counts as propagated")
+	}
+	f.gate.Wait()
+	if s := f.observe()["db-0"]; s.Propagated || s.Unreachable {
+		t.Fatalf("NXDOMAIN gave %+v, want not propagated and not unreachable", s)
+	}
+	if p := f.takePatches(); len(p) != 0 {
+		t.Fatalf("condition patched before propagation: %v", p)
+	}
+	// The name appears; the next check is due only after the backoff.
+	f.prober.serve("db-0.db.example.test", "10.0.0.1")
+	f.observe()
+	f.gate.Wait()
+	if s := f.observe()["db-0"]; s.Propagated {
+		t.Fatal("checked again before the backoff elapsed")
+	}
+	f.clock.Step(time.Second)
+	f.observe()
+	f.gate.Wait()
+	s := f.observe()["db-0"]
+	if !s.Propagated {
+		t.Fatalf("state = %+v after the name resolved, want propagated", s)
+	}
+	patches := f.takePatches()
+	if len(patches) != 1 || !containsAll(patches[0], `"status":"True"`, "10.0.0.1", string(policy.ConditionDNSPropagated), `"uid":"db-0-uid"`) {
+		t.Fatalf("patches = %v, want one setting the condition True for 10.0.0.1 with a UID precondition", patches)
+	}
+}
+
+func TestGateTrustsItsOwnConditionAfterRestartAndTurnsFalseOnNewIP(t *testing.T) {
+	p0 := pod("db-0", "10.0.0.1")
+	p0.Status.Conditions = []corev1.PodCondition{{Type: policy.ConditionDNSPropagated, Status: corev1.ConditionTrue,
+		Message: "db-0.db.example.test resolves to 10.0.0.1 at every authoritative server"}}
+	f := newGateFixture(t, p0)
+	if s := f.observe()["db-0"]; !s.Propagated {
+		t.Fatal("a condition vouching for the pod's current IP was not trusted")
+	}
+	f.gate.Wait()
+	if p := f.takePatches(); len(p) != 0 {
+		t.Fatalf("an up-to-date condition was patched: %v", p)
+	}
+	// The pod's IP changes (sandbox recreated): the condition must turn False.
+	p0.Status.PodIP = "10.0.0.9"
+	if s := f.observe()["db-0"]; s.Propagated {
+		t.Fatal("a condition vouching for an old IP was trusted")
+	}
+	patches := f.takePatches()
+	if len(patches) != 1 || !containsAll(patches[0], `"status":"False"`, "10.0.0.9") {
+		t.Fatalf("patches = %v, want one turning the condition False", patches)
+	}
+}
+
+func TestGateUnreachableServerNeverPropagates(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.reason = dnsprobe.ReasonTimeout
+	f.observe()
+	f.gate.Wait()
+	s := f.observe()["db-0"]
+	if s.Propagated || !s.Unreachable {
+		t.Fatalf("state = %+v on a timeout, want unreachable and not propagated", s)
+	}
+}
+
+func TestGateNoServersIsAnError(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.reason = dnsprobe.ReasonNoServers
+	f.observe()
+	f.gate.Wait()
+	if _, _, err := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods); err == nil {
+		t.Fatal("no servers gave no error")
+	}
+}
+
+func TestGateEnqueuesWhenAnswerArrives(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"), pod("db-1", "10.0.0.2"))
+	f.observe()
+	f.gate.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queued) != 2 || f.queued[0] != cache.MetaObjectToName(f.sts) {
+		t.Fatalf("queued = %v, want the StatefulSet once per answer", f.queued)
+	}
+}
+
+func TestVouchedIPs(t *testing.T) {
+	for _, tc := range []struct {
+		msg    string
+		status corev1.ConditionStatus
+		want   []string
+	}{
+		{"a.b resolves to 10.0.0.1,fd00::1 at every authoritative server", corev1.ConditionTrue, []string{"10.0.0.1", "fd00::1"}},
+		{"a.b resolves to 10.0.0.1 at every authoritative server", corev1.ConditionFalse, nil},
+		{"set by someone else", corev1.ConditionTrue, nil},
+		{"a.b resolves to banana at every authoritative server", corev1.ConditionTrue, nil},
+	} {
+		p := pod("x", "10.0.0.1")
+		p.Status.Conditions = []corev1.PodCondition{{Type: policy.ConditionDNSPropagated, Status: tc.status, Message: tc.msg}}
+		var got []string
+		for _, a := range vouchedIPs(p) {
+			got = append(got, a.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("vouchedIPs(%q, %s) = %v, want %v", tc.msg, tc.status, got, tc.want)
+		}
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
