@@ -442,6 +442,9 @@ func TestProbeContextDeadline(t *testing.T) {
 	if res.Propagated || res.Reason != ReasonTimeout {
 		t.Errorf("got %v %s (%s), want false %s", res.Propagated, res.Reason, res.Message, ReasonTimeout)
 	}
+	if want := "no answer to A before the probe's deadline"; len(res.Answers) != 1 || res.Answers[0].Message != want {
+		t.Errorf("Answers = %+v, want one with message %q", res.Answers, want)
+	}
 }
 
 // TestProbeAsksConcurrently checks that servers and questions are asked at the

@@ -137,6 +137,8 @@ func judge(ctx context.Context, server, name string, want []netip.Addr, replies 
 		switch {
 		case errors.Is(r.err, context.Canceled) && ctx.Err() != nil:
 			sa.Reason, sa.Message = ReasonCanceled, fmt.Sprintf("%s question canceled", qt)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			sa.Reason, sa.Message = ReasonTimeout, fmt.Sprintf("no answer to %s before the probe's deadline", qt)
 		case errors.Is(r.err, context.DeadlineExceeded) || isTimeout(r.err):
 			sa.Reason, sa.Message = ReasonTimeout, fmt.Sprintf("no answer to %s within %s", qt, timeout)
 		default:

@@ -316,11 +316,11 @@ func (srv *Server) waitServing(ctx context.Context, p *process) error {
 		if done, err := p.exited(); done {
 			return fmt.Errorf("%w: %v", errExited, err)
 		}
-		if _, err := querySOA(ctx, srv.Addr, srv.zone); err == nil {
+		_, err := querySOA(ctx, srv.Addr, srv.zone)
+		if err == nil {
 			return nil
-		} else {
-			last = err
 		}
+		last = err
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not serving %s: %w (last answer: %v)", srv.zone, ctx.Err(), last)
