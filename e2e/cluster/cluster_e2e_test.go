@@ -3,9 +3,14 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -136,4 +141,145 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// recordedPIDs reads the pid files of a work directory.
+func recordedPIDs(t *testing.T, workDir string) map[string]int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(workDir, "pids", "*.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".pid")] = pid
+	}
+	return out
+}
+
+func waitAllDead(t *testing.T, pids map[string]int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for name, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s (pid %d) still runs", name, pid)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// TestFailedStartStopsEverything: a Start that fails half-way (here: out of
+// time while the apiserver comes up) leaves nothing running.
+func TestFailedStartStopsEverything(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Start(context.Background(), Options{Nodes: 1, WorkDir: dir, StartTimeout: 1500 * time.Millisecond})
+	if err == nil {
+		t.Fatal("Start succeeded within 1.5s; pick a shorter timeout for this test")
+	}
+	t.Logf("Start failed as intended: %.200s", err)
+	pids := recordedPIDs(t, dir)
+	if len(pids) == 0 {
+		t.Fatal("no component was started before the failure; the test proves nothing")
+	}
+	waitAllDead(t, pids, time.Second)
+}
+
+// TestCancelStops: cancelling the context given to Start stops the cluster.
+func TestCancelStops(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := Start(ctx, Options{Nodes: 1, WorkDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	pids := recordedPIDs(t, dir)
+	if len(pids) != len(binaries) {
+		t.Fatalf("recorded %v, want all of %v", pids, binaries)
+	}
+	cancel()
+	waitAllDead(t, pids, 30*time.Second)
+}
+
+// TestSignals runs a cluster in a child test binary and checks what is left
+// after the binary gets SIGINT (a clean stop: nothing, not even the work
+// directory) or SIGKILL (the components die by Pdeathsig; the work directory
+// stays until the next Start reaps it).
+func TestSignals(t *testing.T) {
+	if os.Getenv("STSROLLER_CLUSTER_HELPER") != "" {
+		c, err := Start(context.Background(), Options{Nodes: 1})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("workdir", c.WorkDir)
+		time.Sleep(5 * time.Minute) // until the parent test signals us
+		return
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			helper := exec.Command(os.Args[0], "-test.run=^TestSignals$")
+			helper.Env = append(os.Environ(), "STSROLLER_CLUSTER_HELPER=1")
+			helper.Stderr = os.Stderr
+			out, err := helper.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := helper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer helper.Process.Kill()
+			var workDir string
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if dir, ok := strings.CutPrefix(sc.Text(), "workdir "); ok {
+					workDir = dir
+					break
+				}
+				t.Log(sc.Text())
+			}
+			if workDir == "" {
+				t.Fatal("helper did not start a cluster")
+			}
+			pids := recordedPIDs(t, workDir)
+			if len(pids) != len(binaries) {
+				t.Fatalf("recorded %v, want all of %v", pids, binaries)
+			}
+			if err := helper.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err = helper.Wait()
+			t.Logf("helper: %v", err)
+			if ws, ok := helper.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != sig {
+				t.Errorf("helper ended with %v, want death by %v", err, sig)
+			}
+			waitAllDead(t, pids, 10*time.Second)
+
+			_, err = os.Stat(workDir)
+			switch sig {
+			case syscall.SIGINT:
+				if !os.IsNotExist(err) {
+					t.Errorf("work dir %s left after SIGINT (%v)", workDir, err)
+				}
+			case syscall.SIGKILL:
+				if err != nil {
+					t.Fatalf("work dir gone after SIGKILL (%v); nothing left to reap", err)
+				}
+				reapStale(filepath.Dir(workDir))
+				if _, err := os.Stat(workDir); !os.IsNotExist(err) {
+					t.Errorf("work dir %s not reaped (%v)", workDir, err)
+				}
+			}
+		})
+	}
 }
