@@ -1,0 +1,176 @@
+// Package deploy holds stsroller's kustomize base (the YAML beside this file,
+// installed with `kubectl apply -k deploy/`) and renders it from Go, so tests
+// can apply exactly what cluster admins apply: the RBAC, the Deployment, the
+// restricted namespace. The YAML is embedded, so this works from any working
+// directory.
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+//go:embed kustomization.yaml base/*.yaml overlays/servicemonitor/*.yaml
+var files embed.FS
+
+// The names and image of the base, as the YAML sets them.
+const (
+	Namespace      = "stsroller-system"
+	ServiceAccount = "stsroller"
+	Image          = "stsroller:latest"
+	// ImageName is the name kustomize's images: matches.
+	ImageName = "stsroller"
+)
+
+// Options change what is rendered, the way a kustomize overlay would.
+type Options struct {
+	// Image replaces stsroller:latest in the Deployment (kustomize images:);
+	// "name:tag" or "name@digest". Empty: keep.
+	Image string
+	// Namespace replaces stsroller-system everywhere: the Namespace, the
+	// namespaced objects and the bindings' subjects (kustomize namespace:).
+	// Empty: keep.
+	Namespace string
+	// ServiceMonitor adds overlays/servicemonitor's ServiceMonitor; its CRD
+	// (monitoring.coreos.com/v1) must be installed to apply it.
+	ServiceMonitor bool
+}
+
+// Build renders the base as `kustomize build deploy/` does: YAML documents
+// separated by "---".
+func Build() ([]byte, error) { return BuildWith(Options{}) }
+
+// Objects renders the base into typed API objects (*corev1.Namespace,
+// *rbacv1.ClusterRole, *appsv1.Deployment, ...), in kustomize's order:
+// namespaces first, then RBAC, then the rest.
+func Objects() ([]runtime.Object, error) { return ObjectsWith(Options{}) }
+
+// BuildWith renders the base, or the ServiceMonitor overlay, changed by opts.
+func BuildWith(opts Options) ([]byte, error) {
+	mem := filesys.MakeFsInMemory()
+	const root = "/stsroller/deploy"
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return mem.WriteFile(path.Join(root, p), b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	base := "deploy"
+	if opts.ServiceMonitor {
+		base = "deploy/overlays/servicemonitor"
+	}
+	dir := path.Join("/stsroller", base)
+	if opts.Image != "" || opts.Namespace != "" {
+		// An overlay of our own, as a user would write it.
+		k := types.Kustomization{
+			TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+			Resources: []string{path.Join("..", base)},
+			Namespace: opts.Namespace,
+		}
+		if opts.Image != "" {
+			img := types.Image{Name: ImageName}
+			name, digest, hasDigest := strings.Cut(opts.Image, "@")
+			if hasDigest {
+				img.NewName, img.Digest = name, digest
+			} else if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+				img.NewName, img.NewTag = name[:i], name[i+1:]
+			} else {
+				img.NewName = name
+			}
+			k.Images = []types.Image{img}
+		}
+		b, err := yaml.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		dir = "/stsroller/options"
+		if err := mem.WriteFile(path.Join(dir, "kustomization.yaml"), b); err != nil {
+			return nil, err
+		}
+	}
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build: %w", err)
+	}
+	return res.AsYaml()
+}
+
+// ObjectsWith renders like BuildWith and decodes each object strictly (an
+// unknown or duplicate field is an error) into its typed API object. Kinds
+// client-go does not know (the ServiceMonitor) come back as
+// *unstructured.Unstructured.
+func ObjectsWith(opts Options) ([]runtime.Object, error) {
+	b, err := BuildWith(opts)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(b)
+}
+
+// strict decodes into the types client-go knows, rejecting unknown fields.
+var strict = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+
+// Decode splits a multi-document YAML stream and decodes each document
+// strictly into a typed API object; kinds client-go does not know come back
+// as *unstructured.Unstructured.
+func Decode(stream []byte) ([]runtime.Object, error) {
+	var out []runtime.Object
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, gvk, err := strict.Decode(doc, nil, nil)
+		if runtime.IsNotRegisteredError(err) {
+			u := &unstructured.Unstructured{}
+			j, jerr := utilyaml.ToJSON(doc)
+			if jerr != nil {
+				return nil, jerr
+			}
+			if jerr := u.UnmarshalJSON(j); jerr != nil {
+				return nil, jerr
+			}
+			out = append(out, u)
+			continue
+		}
+		if err != nil {
+			what := "document"
+			if gvk != nil {
+				what = gvk.String()
+			}
+			return nil, fmt.Errorf("decoding %s: %w", what, err)
+		}
+		out = append(out, obj)
+	}
+}
