@@ -263,14 +263,22 @@ func Compute(in Input) Plan {
 	}
 
 	used := map[string]int32{}
+	// pdbBlocked names the pods a budget held back; only the first few are
+	// formatted, for the message.
 	var pdbBlocked []string
-	evict := func(v *podView, why string) bool {
+	blocked := 0
+	// evict plans the eviction of v unless a budget holds it back; the
+	// message is made only for pods that go.
+	evict := func(v *podView, why func() string) bool {
 		for _, b := range in.Budgets[v.name()] {
 			// A stale budget allows nothing, whatever its count says.
 			if b.Stale || b.Allowed-used[b.Name] <= 0 {
-				if b.Stale {
+				blocked++
+				switch {
+				case len(pdbBlocked) == maxListed:
+				case b.Stale:
 					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
-				} else {
+				default:
 					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
 				}
 				return false
@@ -279,7 +287,7 @@ func Compute(in Input) Plan {
 		for _, b := range in.Budgets[v.name()] {
 			used[b.Name]++
 		}
-		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodEvict, Message: why})
+		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodEvict, Message: why()})
 		deleted = append(deleted, v.name())
 		room--
 		if v.available {
@@ -291,24 +299,28 @@ func Compute(in Input) Plan {
 		if room <= 0 || unavailable >= cfg.MaxUnavailable {
 			break
 		}
-		evict(v, fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
-			v.name(), v.ordinal, cfg.MaxUnavailable, replicas))
+		evict(v, func() string {
+			return fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
+				v.name(), v.ordinal, cfg.MaxUnavailable, replicas)
+		})
 	}
 	if nonLeaderOutdated == 0 {
 		for _, v := range leaders {
 			if room <= 0 || unavailable >= cfg.MaxUnavailable {
 				break
 			}
-			evict(v, fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name()))
+			evict(v, func() string {
+				return fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name())
+			})
 		}
 	}
 
 	switch {
 	case len(deleted) > 0:
 		return stop(PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %d of %d pods updated",
-			strings.Join(deleted, ", "), st.Updated, target))
-	case rolling && len(pdbBlocked) > 0:
-		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+strings.Join(pdbBlocked, "; "))
+			listSome(deleted, len(deleted), ", "), st.Updated, target))
+	case rolling && blocked > 0:
+		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+listSome(pdbBlocked, blocked, "; "))
 	case rolling || (outdated > 0 && st.Updated < target) || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):
 		if len(waitingDNS) > 0 {
 			return stop(PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
@@ -448,8 +460,13 @@ func Ordinal(sts *appsv1.StatefulSet, pod *corev1.Pod) (int, bool) {
 	if !ok {
 		return 0, false
 	}
+	// Digits only, without leading zeros: the one spelling the StatefulSet
+	// controller gives an ordinal.
+	if s == "" || len(s) > 1 && s[0] == '0' || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
 	o, err := strconv.Atoi(s)
-	if err != nil || o < 0 || strconv.Itoa(o) != s {
+	if err != nil {
 		return 0, false
 	}
 	return o, true
@@ -519,7 +536,7 @@ func multipleBudgets(views []podView, budgets map[string][]pdb.Budget) string {
 	if len(bad) == 0 {
 		return ""
 	}
-	return "more than one PodDisruptionBudget selects a pod, so none of them can be evicted safely: " + strings.Join(bad, "; ")
+	return "more than one PodDisruptionBudget selects a pod, so none of them can be evicted safely: " + listSome(bad, len(bad), "; ")
 }
 
 // dnsDeadlock says when pods could never turn Ready: the template waits for
@@ -566,7 +583,7 @@ func dnsUnreachable(views []podView, dns map[string]DNSState) string {
 	if len(bad) == 0 {
 		return ""
 	}
-	return "an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " + strings.Join(bad, "; ")
+	return "an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " + listSome(bad, len(bad), "; ")
 }
 
 func formatWaiting(m map[string]string) string {
@@ -582,5 +599,22 @@ func formatWaiting(m map[string]string) string {
 			parts[i] += " (" + m[n] + ")"
 		}
 	}
-	return strings.Join(parts, "; ")
+	return listSome(parts, len(parts), "; ")
+}
+
+// maxListed is how many pods a message names at most: the status annotation
+// and the events must stay small however many pods a StatefulSet has.
+const maxListed = 10
+
+// listSome joins the first maxListed of items, out of total, and says how
+// many more there are.
+func listSome(items []string, total int, sep string) string {
+	if len(items) > maxListed {
+		items = items[:maxListed]
+	}
+	s := strings.Join(items, sep)
+	if more := total - len(items); more > 0 {
+		s += fmt.Sprintf("%sand %d more", sep, more)
+	}
+	return s
 }

@@ -904,3 +904,82 @@ func TestStatusRoundTrip(t *testing.T) {
 		t.Errorf("ParseStatus of a missing or broken annotation is not nil")
 	}
 }
+
+func TestOrdinal(t *testing.T) {
+	sts := newSet(3, nil)
+	tests := []struct {
+		name string
+		want int
+		ok   bool
+	}{
+		{"web-0", 0, true},
+		{"web-12", 12, true},
+		{"web-1000", 1000, true},
+		{"web-", 0, false},
+		{"web-01", 0, false},
+		{"web-+1", 0, false},
+		{"web--1", 0, false},
+		{"web-1a", 0, false},
+		{"web-1-2", 0, false},
+		{"webx-1", 0, false},
+		{"db-1", 0, false},
+		{"web-99999999999999999999", 0, false},
+	}
+	for _, tc := range tests {
+		got, ok := Ordinal(sts, newPod(0, oldRev, func(p *corev1.Pod) { p.Name = tc.name }))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Ordinal(%s) = %d, %v; want %d, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// Messages go into the status annotation and into events: however many pods
+// a StatefulSet has, they name only a few.
+func TestComputeMessagesStaySmall(t *testing.T) {
+	const n = 3000
+	var ps []*corev1.Pod
+	for o := range n {
+		ps = append(ps, newPod(o, oldRev))
+	}
+	tests := []struct {
+		name   string
+		edit   func(*Input)
+		reason string
+	}{
+		{"blocked by a budget", func(in *Input) {
+			in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "web"})
+		}, ReasonBlockedByPDB},
+		{"two budgets over every pod", func(in *Input) {
+			in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "a", Allowed: 1})
+			for _, p := range in.Pods {
+				in.Budgets[p.Name] = append(in.Budgets[p.Name], pdb.Budget{Name: "b", Allowed: 1})
+			}
+		}, ReasonMultiplePDBs},
+		{"deleting many", func(in *Input) {
+			in.Config.MaxUnavailable = n
+		}, ReasonDeletingPods},
+		{"DNS servers unreachable", func(in *Input) {
+			in.Config.DNSDomain = "web.example.com"
+			in.DNS = map[string]DNSState{}
+			for _, p := range in.Pods {
+				in.DNS[p.Name] = DNSState{Unreachable: true, Message: "ns1.example.com: i/o timeout"}
+			}
+		}, ReasonDNSUnreachable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input(t, newSet(n, nil), ps)
+			tc.edit(&in)
+			p := Compute(in)
+			if p.Status.Reason != tc.reason {
+				t.Fatalf("reason %s, want %s", p.Status.Reason, tc.reason)
+			}
+			if len(p.Status.Message) > 2000 {
+				t.Errorf("message of %d bytes: %.200s...", len(p.Status.Message), p.Status.Message)
+			}
+			if !strings.Contains(p.Status.Message, "more") {
+				t.Errorf("message %q does not say how many more", p.Status.Message)
+			}
+		})
+	}
+}
