@@ -191,10 +191,16 @@ func Compute(in Input) Plan {
 	// rolling: there are pods we may delete now.
 	rolling := outdated > 0 && room > 0
 	prevRolling := in.Previous != nil && in.Previous.Phase.Rolling()
+	// concluded: this revision was already rolled out, or found in place; a
+	// pod missing now is a disruption, not a rollout.
+	concluded := in.Previous != nil && in.Previous.UpdateRevision == st.UpdateRevision &&
+		(in.Previous.Phase == PhaseComplete || in.Previous.Phase == PhaseIdle)
+	// pending: outdated pods remain and the target is not reached, though
+	// the pods on their way (missing, terminating) leave nothing to delete.
+	pending := outdated > 0 && st.Updated < target && !concluded
 	// underWay: a rollout has not reached its target, or its last
 	// replacements are not available yet.
-	underWay := rolling || (outdated > 0 && st.Updated < target) ||
-		(prevRolling && (st.Available < replicas || st.Updated < target))
+	underWay := rolling || pending || (prevRolling && (st.Available < replicas || st.Updated < target))
 
 	// A readiness gate nobody can satisfy is worth saying whether or not a
 	// rollout runs: new pods would never turn Ready. Without a rollout under
@@ -321,7 +327,7 @@ func Compute(in Input) Plan {
 			listSome(deleted, len(deleted), ", "), st.Updated, target))
 	case rolling && blocked > 0:
 		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+listSome(pdbBlocked, blocked, "; "))
-	case rolling || (outdated > 0 && st.Updated < target) || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):
+	case rolling || pending || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):
 		if len(waitingDNS) > 0 {
 			return stop(PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
 				"waiting for DNS: %s", formatWaiting(waitingDNS)))

@@ -421,6 +421,26 @@ func TestCompute(t *testing.T) {
 			wantReason: ReasonWaitingForAvailability,
 		},
 		{
+			name: "a completed partitioned rollout stays complete while a pod is recreated",
+			sts:  newSet(4, ann(AnnotationPartition, "2")),
+			pods: pods("o", "o", "n", "-"),
+			edit: func(in *Input) {
+				in.Previous = &Status{Phase: PhaseComplete, Reason: ReasonRolloutComplete, UpdateRevision: newRev}
+			},
+			wantPhase:  PhaseComplete,
+			wantReason: ReasonRolloutComplete,
+		},
+		{
+			name: "an idle partitioned StatefulSet stays idle while a pod is recreated",
+			sts:  newSet(4, ann(AnnotationPartition, "2")),
+			pods: pods("o", "o", "n", "-"),
+			edit: func(in *Input) {
+				in.Previous = &Status{Phase: PhaseIdle, Reason: ReasonUpToDate, UpdateRevision: newRev}
+			},
+			wantPhase:  PhaseIdle,
+			wantReason: ReasonUpToDate,
+		},
+		{
 			name:       "partition reached completes the rollout",
 			sts:        newSet(4, ann(AnnotationPartition, "2")),
 			pods:       pods("o", "O", "n", "n"),
