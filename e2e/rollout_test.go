@@ -34,7 +34,7 @@ var (
 	buildErr        error
 )
 
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "stsroller-e2e-bin-")
@@ -53,7 +53,7 @@ func binary(t *testing.T) string {
 // rollout is one managed StatefulSet in its own namespace, with its own
 // stsroller process and a watcher that drives and records pod health.
 type rollout struct {
-	t          *testing.T
+	t          testing.TB
 	ctx        context.Context
 	client     kubernetes.Interface
 	ns         string
@@ -72,7 +72,7 @@ type rolloutOptions struct {
 
 const leaderSelector = "stsroller.io/role=leader"
 
-func newRollout(t *testing.T, o rolloutOptions) *rollout {
+func newRollout(t testing.TB, o rolloutOptions) *rollout {
 	t.Helper()
 	ctx := t.Context()
 	client := framework.Client(t)
