@@ -378,8 +378,8 @@ func (s *sim) done(plan Plan) bool {
 }
 
 func (s *sim) rollback() {
+	// Pods recreated from now on are at the old revision, which works.
 	s.updateRev = oldRev
-	s.cfg.broken = false
 	s.generation++
 	// The StatefulSet controller sees the new template a step later.
 }
