@@ -182,9 +182,9 @@ func waitAllDead(t *testing.T, pids map[string]int, within time.Duration) {
 // time while the apiserver comes up) leaves nothing running.
 func TestFailedStartStopsEverything(t *testing.T) {
 	dir := t.TempDir()
-	_, err := Start(context.Background(), Options{Nodes: 1, WorkDir: dir, StartTimeout: 1500 * time.Millisecond})
+	_, err := Start(context.Background(), Options{Nodes: 1, WorkDir: dir, StartTimeout: time.Second})
 	if err == nil {
-		t.Fatal("Start succeeded within 1.5s; pick a shorter timeout for this test")
+		t.Fatal("Start succeeded within 1s; pick a shorter timeout for this test")
 	}
 	t.Logf("Start failed as intended: %.200s", err)
 	pids := recordedPIDs(t, dir)

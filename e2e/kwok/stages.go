@@ -16,7 +16,9 @@
 //     finalizers are gone.
 //
 // The selectors of the stages exclude each other, so kwok never picks one at
-// random.
+// random. Pod IPs come from the node's spec.podCIDR through kwok's allocator,
+// which hands out the CIDR's first address too (10.244.0.0 is a valid pod IP
+// here) and reuses the IPs of removed pods.
 package kwok
 
 import (
