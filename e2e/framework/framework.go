@@ -89,6 +89,15 @@ func Namespace(ctx context.Context, t testing.TB, client kubernetes.Interface) s
 			t.Errorf("deleting namespace %s: %v", name, err)
 		}
 	})
+	// Pods cannot be created before the namespace's default ServiceAccount
+	// exists; the controller manager adds it a moment after the namespace.
+	err = Eventually(ctx, 30*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
+		_, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("namespace %s: no default ServiceAccount: %v", name, err)
+	}
 	return name
 }
 
