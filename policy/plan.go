@@ -325,6 +325,12 @@ func Compute(in Input) Plan {
 	case len(deleted) > 0:
 		return stop(PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %d of %d pods updated",
 			listSome(deleted, len(deleted), ", "), st.Updated, target))
+	case rolling && blocked > 0 && inFlight > 0:
+		// The budgets are spent on replacements under way; they give the
+		// headroom back as those become available. That is waiting, not a
+		// block worth a warning.
+		return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+			"%d replacement(s) not yet available; until then: %s", inFlight, listSome(pdbBlocked, blocked, "; ")))
 	case rolling && blocked > 0:
 		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+listSome(pdbBlocked, blocked, "; "))
 	case rolling || pending || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):

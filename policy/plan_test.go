@@ -279,6 +279,19 @@ func TestCompute(t *testing.T) {
 			wantReason: ReasonBlockedByPDB,
 		},
 		{
+			name:       "PDB spent on our own replacements is waiting, not blocked",
+			sts:        newSet(4, ann(AnnotationMaxUnavailable, "3")),
+			pods:       pods("o", "o", "o", "N"),
+			edit:       func(in *Input) { in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "web", Allowed: 0}) },
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.Status.Message, "allows no more disruptions") {
+					t.Errorf("message %q does not name the budget", p.Status.Message)
+				}
+			},
+		},
+		{
 			name:       "stale PDB blocks",
 			sts:        newSet(3, nil),
 			pods:       pods("o", "o", "o"),
