@@ -101,6 +101,13 @@ const (
 
 var binaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeScheduler, Kwok}
 
+// workDirEntries is everything Start writes into the work directory.
+var workDirEntries = []string{
+	"owner.pid", "pids", "logs", "etcd", "home", "pki", KubeControllerManager, KubeScheduler,
+	"kubeconfig", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig", "kwok.kubeconfig",
+	"kwok-stages.yaml",
+}
+
 // Address ranges of the cluster.
 const (
 	serviceCIDR = "10.96.0.0/16"
@@ -140,8 +147,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if reaped := reapDir(c.WorkDir, false); len(reaped) > 0 {
 			logf("reaped leftovers of an earlier run: %s", strings.Join(reaped, ", "))
 		}
+		// A reused directory starts afresh: old etcd data would bring back
+		// the old cluster's objects.
+		for _, name := range workDirEntries {
+			if err := os.RemoveAll(filepath.Join(c.WorkDir, name)); err != nil {
+				return nil, err
+			}
+		}
 	}
-	for _, d := range []string{"pids", "logs", "etcd", "home", "kube-controller-manager", "kube-scheduler"} {
+	for _, d := range []string{"pids", "logs", "etcd", "home", "pki", KubeControllerManager, KubeScheduler} {
 		if err := os.MkdirAll(filepath.Join(c.WorkDir, d), 0o700); err != nil {
 			return nil, err
 		}

@@ -283,3 +283,17 @@ func TestSignals(t *testing.T) {
 		})
 	}
 }
+
+// TestReuseWorkDir: a cluster started again in the work directory of a
+// stopped one starts afresh (old etcd data would bring back its nodes and
+// make Start fail).
+func TestReuseWorkDir(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 2 {
+		c, err := Start(context.Background(), Options{Nodes: 1, WorkDir: dir})
+		if err != nil {
+			t.Fatalf("start %d: %v", i+1, err)
+		}
+		c.Stop()
+	}
+}
