@@ -144,6 +144,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if c.WorkDir, err = filepath.Abs(opts.WorkDir); err != nil {
 			return nil, err
 		}
+		if _, err := os.Stat(filepath.Join(c.WorkDir, "owner.pid")); err == nil && ownerAlive(c.WorkDir) {
+			return nil, fmt.Errorf("work dir %s is in use by a running test binary (see its owner.pid)", c.WorkDir)
+		}
 		if reaped := reapDir(c.WorkDir, false); len(reaped) > 0 {
 			logf("reaped leftovers of an earlier run: %s", strings.Join(reaped, ", "))
 		}
@@ -155,6 +158,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			}
 		}
 	}
+	register(c)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, c.LogTails(15))
+			c.Stop()
+		}
+	}()
 	for _, d := range []string{"pids", "logs", "etcd", "home", "pki", KubeControllerManager, KubeScheduler} {
 		if err := os.MkdirAll(filepath.Join(c.WorkDir, d), 0o700); err != nil {
 			return nil, err
@@ -163,13 +173,6 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := writeOwner(c.WorkDir); err != nil {
 		return nil, err
 	}
-	register(c)
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\n%s", err, c.LogTails(15))
-			c.Stop()
-		}
-	}()
 
 	startCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
