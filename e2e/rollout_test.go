@@ -66,8 +66,12 @@ type rolloutOptions struct {
 	replicas    int32
 	annotations map[string]string
 	strategy    appsv1.StatefulSetUpdateStrategyType
-	// noController starts no stsroller (the built-in rollout is measured).
+	// noController starts no stsroller and leaves the StatefulSet unmanaged
+	// (the built-in rollout is measured).
 	noController bool
+	// noControllerYet manages the StatefulSet but leaves starting stsroller
+	// to the test.
+	noControllerYet bool
 }
 
 const leaderSelector = "stsroller.io/role=leader"
@@ -123,7 +127,7 @@ func newRollout(t testing.TB, o rolloutOptions) *rollout {
 	r.watch = framework.WatchPods(ctx, t, client, created, leaderSelector)
 	r.waitAllReady(int(o.replicas))
 	r.watch.ResetPeak() // the pods' first start is no concern of ours
-	if !o.noController {
+	if !o.noController && !o.noControllerYet {
 		r.controller = framework.StartController(t, client, framework.ControllerOptions{Binary: binary(t), Namespace: ns})
 	}
 	return r

@@ -49,15 +49,21 @@ func BuildController(dir string) (string, error) {
 	if b := os.Getenv(EnvBinary); b != "" {
 		return b, nil
 	}
+	return Build(dir, "./cmd/stsroller")
+}
+
+// Build builds a command of the module (./cmd/NAME) into dir and returns the
+// binary's path.
+func Build(dir, pkg string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "stsroller")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/stsroller")
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building stsroller: %v\n%s", err, out)
+		return "", fmt.Errorf("building %s: %v\n%s", pkg, err, out)
 	}
 	return bin, nil
 }
