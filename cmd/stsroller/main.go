@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
@@ -183,7 +182,7 @@ func run(ctx context.Context, o *options) error {
 	if !o.leaderElect {
 		return lead(ctx)
 	}
-	return runLeaderElection(ctx, o, cfg, client, lead, logger)
+	return runLeaderElection(ctx, o, client, lead, logger)
 }
 
 func runController(ctx context.Context, o *options, client kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool) error {
@@ -218,7 +217,7 @@ func runController(ctx context.Context, o *options, client kubernetes.Interface,
 	return err
 }
 
-func runLeaderElection(ctx context.Context, o *options, cfg *rest.Config, client kubernetes.Interface, lead func(context.Context) error, logger klog.Logger) error {
+func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interface, lead func(context.Context) error, logger klog.Logger) error {
 	ns := o.leaseNamespace
 	if ns == "" {
 		ns = os.Getenv("POD_NAMESPACE")
