@@ -192,7 +192,10 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	}
 	<-ctx.Done()
 	logger.Info("Shutting down stsroller controller, finishing work in hand")
-	c.queue.ShutDownWithDrain()
+	// Workers finish the item in hand and take no other (see
+	// processNextWorkItem): a process that is leaving must not start new
+	// deletions, whoever leads next plans from the cluster anyway.
+	c.queue.ShutDown()
 	wg.Wait()
 	return nil
 }
@@ -208,6 +211,9 @@ func (c *Controller) processNextWorkItem(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
+	if ctx.Err() != nil {
+		return false
+	}
 	// The work in hand finishes even when ctx is cancelled: a deletion already
 	// sent must be followed by its expectation and status.
 	err := c.sync(context.WithoutCancel(ctx), key)

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -232,9 +231,12 @@ func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interf
 		Client:     client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
+	// le.Run releases the lease when its context ends. That context ends only
+	// after the controller has finished the work in hand, so no other replica
+	// starts deleting while this one still does.
 	var runErr error
-	leaderCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	electionCtx, endElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer endElection()
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   o.leaseDuration,
@@ -243,14 +245,24 @@ func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interf
 		ReleaseOnCancel: true,
 		Name:            o.leaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(leading context.Context) {
 				logger.Info("Became leader", "identity", id)
-				runErr = lead(ctx)
-				cancel()
+				// The controller stops on SIGTERM (ctx) or a lost lease (leading).
+				runCtx, stopRun := context.WithCancel(leading)
+				stop := context.AfterFunc(ctx, stopRun)
+				runErr = lead(runCtx)
+				stop()
+				stopRun()
+				endElection()
 			},
 			OnStoppedLeading: func() {
+				if ctx.Err() == nil && electionCtx.Err() == nil {
+					// Another replica may lead already: stop at once, as
+					// kube-controller-manager does, rather than act on.
+					logger.Error(nil, "Lost the leader lease; exiting", "identity", id)
+					klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+				}
 				logger.Info("Stopped leading", "identity", id)
-				cancel()
 			},
 			OnNewLeader: func(identity string) {
 				if identity != id {
@@ -262,14 +274,15 @@ func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interf
 	if err != nil {
 		return err
 	}
-	le.Run(leaderCtx)
-	if runErr != nil {
-		return runErr
-	}
-	if ctx.Err() == nil {
-		return errors.New("lost the leader lease")
-	}
-	return nil
+	// Until this replica leads, SIGTERM ends the wait for the lease.
+	stopWaiting := context.AfterFunc(ctx, func() {
+		if !le.IsLeader() {
+			endElection()
+		}
+	})
+	defer stopWaiting()
+	le.Run(electionCtx)
+	return runErr
 }
 
 // serve starts the metrics and health endpoints; the returned func stops them.
