@@ -172,7 +172,7 @@ func (g *Gate) Observe(ctx context.Context, sts *appsv1.StatefulSet, domain stri
 		state := policy.DNSState{Propagated: e.propagated}
 		if e.haveResult {
 			r := e.result
-			state.Unreachable = unreachable(r.Reason)
+			state.Unreachable = unreachable(r)
 			if !r.Propagated {
 				state.Message = fmt.Sprintf("%s: %s", r.Reason, r.Message)
 			}
@@ -282,8 +282,23 @@ func (g *Gate) startLocked(uid types.UID, e *entry) {
 	}()
 }
 
-// unreachable: the server could not be asked, as opposed to answering "not yet".
-func unreachable(r dnsprobe.Reason) bool {
+// unreachable: a server could not be asked, as opposed to answering "not yet".
+// Any one server counts: the result's Reason is only the first disagreeing
+// server's, so a primary that answers NXDOMAIN would hide a secondary that
+// times out.
+func unreachable(r dnsprobe.Result) bool {
+	if unreachableReason(r.Reason) {
+		return true
+	}
+	for _, a := range r.Answers {
+		if unreachableReason(a.Reason) {
+			return true
+		}
+	}
+	return false
+}
+
+func unreachableReason(r dnsprobe.Reason) bool {
 	return r == dnsprobe.ReasonTimeout || r == dnsprobe.ReasonError || r == dnsprobe.ReasonErrorRcode
 }
 

@@ -28,7 +28,10 @@ type fakeProber struct {
 	mu     sync.Mutex
 	served map[string][]netip.Addr
 	reason dnsprobe.Reason // when set, every answer fails with it
-	calls  int
+	// answers, when set, are the per-server answers of every failed probe;
+	// the result's reason is the first one's, as dnsprobe summarises.
+	answers []dnsprobe.ServerAnswer
+	calls   int
 }
 
 func (p *fakeProber) Probe(_ context.Context, name string, want []netip.Addr) dnsprobe.Result {
@@ -37,6 +40,9 @@ func (p *fakeProber) Probe(_ context.Context, name string, want []netip.Addr) dn
 	p.calls++
 	if p.reason != "" {
 		return dnsprobe.Result{Name: name, Reason: p.reason, Message: "injected"}
+	}
+	if len(p.answers) > 0 {
+		return dnsprobe.Result{Name: name, Reason: p.answers[0].Reason, Message: "injected", Answers: p.answers}
 	}
 	if got, ok := p.served[name]; ok && slices.Equal(got, want) {
 		return dnsprobe.Result{Name: name, Propagated: true, Reason: dnsprobe.ReasonPropagated}
@@ -181,6 +187,22 @@ func TestGateUnreachableServerNeverPropagates(t *testing.T) {
 	s := f.observe()["db-0"]
 	if s.Propagated || !s.Unreachable {
 		t.Fatalf("state = %+v on a timeout, want unreachable and not propagated", s)
+	}
+}
+
+// A server that times out makes the pod unreachable even when the first
+// server's answer (NXDOMAIN) is the result's reason.
+func TestGateUnreachableSecondServerIsNotHidden(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.answers = []dnsprobe.ServerAnswer{
+		{Server: "10.0.0.53:53", Reason: dnsprobe.ReasonNXDomain},
+		{Server: "10.0.0.54:53", Reason: dnsprobe.ReasonTimeout},
+	}
+	f.observe()
+	f.gate.Wait()
+	s := f.observe()["db-0"]
+	if s.Propagated || !s.Unreachable {
+		t.Fatalf("state = %+v with one server timing out, want unreachable and not propagated", s)
 	}
 }
 
