@@ -35,12 +35,13 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultConcurrency  = 16
-	DefaultCheckTimeout = 10 * time.Second
-	DefaultMinBackoff   = 500 * time.Millisecond
-	DefaultMaxBackoff   = 30 * time.Second
-	DefaultRecheck      = time.Minute
-	fieldManager        = "stsroller"
+	DefaultConcurrency   = 16
+	DefaultCheckTimeout  = 10 * time.Second
+	DefaultMinBackoff    = 500 * time.Millisecond
+	DefaultMaxBackoff    = 30 * time.Second
+	DefaultNotYetBackoff = 2 * time.Second
+	DefaultRecheck       = time.Minute
+	fieldManager         = "stsroller"
 )
 
 // Options configure a Gate; zero fields get defaults.
@@ -53,6 +54,11 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait before a name that did not
 	// resolve is asked again; it doubles each time.
 	MinBackoff, MaxBackoff time.Duration
+	// NotYetBackoff caps the wait while the servers answer, but not yet with
+	// the pod's IPs: the record is on its way (external-dns publishes it at
+	// its next sync) and every second of waiting here adds to the rollout.
+	// Timeouts and errors back off up to MaxBackoff.
+	NotYetBackoff time.Duration
 	// Recheck is how often a propagated name is asked again, to notice a
 	// server that stops answering.
 	Recheck time.Duration
@@ -107,6 +113,9 @@ func New(ctx context.Context, prober dnsprobe.Prober, client kubernetes.Interfac
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.NotYetBackoff <= 0 {
+		opts.NotYetBackoff = min(DefaultNotYetBackoff, opts.MaxBackoff)
 	}
 	if opts.Recheck <= 0 {
 		opts.Recheck = DefaultRecheck
@@ -263,13 +272,20 @@ func (g *Gate) startLocked(uid types.UID, e *entry) {
 			became = true
 		}
 		switch {
-		case e.propagated && e.agree >= g.opts.Rounds:
+		case e.propagated && !unreachable(r):
+			// Propagated stays propagated for these IPs; checking again
+			// only watches for a server that stops answering.
 			e.next = now.Add(g.opts.Recheck)
 		case r.Propagated:
 			e.next = now.Add(g.opts.MinBackoff) // counting agreeing rounds
 		default:
+			limit := g.opts.NotYetBackoff
+			if unreachable(r) {
+				limit = g.opts.MaxBackoff
+			}
+			e.backoff = min(e.backoff, limit)
 			e.next = now.Add(e.backoff)
-			e.backoff = min(2*e.backoff, g.opts.MaxBackoff)
+			e.backoff = min(2*e.backoff, limit)
 		}
 		start := e.start
 		g.mu.Unlock()

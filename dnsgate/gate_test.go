@@ -258,3 +258,45 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// TestGateBackoff: a name the servers do not serve yet is asked again at most
+// NotYetBackoff apart (the record is on its way); a server that cannot be
+// asked backs off up to MaxBackoff.
+func TestGateBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		reason dnsprobe.Reason
+		// gaps between consecutive checks
+		want []time.Duration
+	}{
+		{"not yet", "", []time.Duration{time.Second, 2 * time.Second, 2 * time.Second, 2 * time.Second}},
+		{"timeout", dnsprobe.ReasonTimeout, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+			f.prober.reason = tc.reason
+			f.observe()
+			f.gate.Wait()
+			calls := func() int {
+				f.prober.mu.Lock()
+				defer f.prober.mu.Unlock()
+				return f.prober.calls
+			}
+			for i, gap := range tc.want {
+				before := calls()
+				f.clock.Step(gap - time.Millisecond)
+				f.observe()
+				f.gate.Wait()
+				if calls() != before {
+					t.Fatalf("check %d came before %s", i+2, gap)
+				}
+				f.clock.Step(time.Millisecond)
+				f.observe()
+				f.gate.Wait()
+				if calls() != before+1 {
+					t.Fatalf("check %d did not come after %s", i+2, gap)
+				}
+			}
+		})
+	}
+}
