@@ -28,7 +28,16 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
+// atExit holds what the whole run leaves behind (built binaries), removed
+// after the tests.
+var atExit []func()
+
 func run(m *testing.M) int {
+	defer func() {
+		for _, f := range atExit {
+			f()
+		}
+	}()
 	if kc := os.Getenv("KUBECONFIG"); kc != "" {
 		fmt.Fprintf(os.Stderr, "e2e: using the cluster of KUBECONFIG=%s\n", kc)
 		return m.Run()
