@@ -320,7 +320,7 @@ func plugin(t testing.TB, args ...string) string {
 			pluginErr = err
 			return
 		}
-		atExit = append(atExit, func() { os.RemoveAll(dir) })
+		onExit(func() { os.RemoveAll(dir) })
 		pluginBin, pluginErr = framework.Build(dir, "./cmd/kubectl-stsroller")
 	})
 	if pluginErr != nil {

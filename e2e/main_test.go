@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,12 +29,23 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-// atExit holds what the whole run leaves behind (built binaries), removed
-// after the tests.
-var atExit []func()
+// atExit holds what cleans up after the whole run (built binaries).
+var (
+	atExitMu sync.Mutex
+	atExit   []func()
+)
+
+// onExit registers f to run after every test; parallel tests may call it.
+func onExit(f func()) {
+	atExitMu.Lock()
+	defer atExitMu.Unlock()
+	atExit = append(atExit, f)
+}
 
 func run(m *testing.M) int {
 	defer func() {
+		atExitMu.Lock()
+		defer atExitMu.Unlock()
 		for _, f := range atExit {
 			f()
 		}

@@ -42,7 +42,7 @@ func binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		atExit = append(atExit, func() { os.RemoveAll(dir) })
+		onExit(func() { os.RemoveAll(dir) })
 		stsrollerBinary, buildErr = framework.BuildController(dir)
 	})
 	if buildErr != nil {
