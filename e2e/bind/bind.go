@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/stsroller/stsroller/e2e/proc"
 )
 
 // Options configure Start. The zero value is usable.
@@ -124,7 +126,7 @@ type Server struct {
 	startTimeout time.Duration
 
 	mu   sync.Mutex
-	proc *process // nil when stopped
+	proc *proc.Process // nil when stopped
 }
 
 // Start writes the configuration of both servers, starts them and returns
@@ -292,9 +294,9 @@ func (srv *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if err := srv.waitServing(ctx, p); err != nil {
-		_ = p.stop(0)
+		_ = p.Stop(0)
 		hint := ""
-		if tail := logTail(srv.LogPath, 15); tail != "" {
+		if tail := proc.LogTail(srv.LogPath, 15); tail != "" {
 			hint = "\n" + tail
 			if strings.Contains(strings.ToLower(tail), "permission denied") {
 				hint += "\n(is an AppArmor profile confining named to /etc/bind?)"
@@ -308,12 +310,12 @@ func (srv *Server) Start(ctx context.Context) error {
 
 // waitServing polls the server for the zone's SOA until it answers
 // authoritatively, the process exits, or the start timeout passes.
-func (srv *Server) waitServing(ctx context.Context, p *process) error {
+func (srv *Server) waitServing(ctx context.Context, p *proc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, srv.startTimeout)
 	defer cancel()
 	var last error
 	for {
-		if done, err := p.exited(); done {
+		if done, err := p.Exited(); done {
 			return fmt.Errorf("%w: %v", errExited, err)
 		}
 		_, err := querySOA(ctx, srv.Addr, srv.zone)
@@ -324,7 +326,7 @@ func (srv *Server) waitServing(ctx context.Context, p *process) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not serving %s: %w (last answer: %v)", srv.zone, ctx.Err(), last)
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -339,7 +341,7 @@ func (srv *Server) Stop() error {
 	if srv.proc == nil {
 		return nil
 	}
-	err := srv.proc.stop(5 * time.Second)
+	err := srv.proc.Stop(5 * time.Second)
 	srv.proc = nil
 	return err
 }
@@ -353,7 +355,7 @@ func (srv *Server) Pause() error {
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	return srv.proc.waitStopped(5 * time.Second)
+	return waitStopped(srv.proc, 5*time.Second)
 }
 
 // Resume continues a paused server.
@@ -365,7 +367,7 @@ func (srv *Server) signal(sig syscall.Signal) error {
 	if srv.proc == nil {
 		return fmt.Errorf("%s is not running", srv.Name)
 	}
-	return srv.proc.signal(sig)
+	return srv.proc.Signal(sig)
 }
 
 // Running reports whether the server's process is running (paused counts).
@@ -375,7 +377,7 @@ func (srv *Server) Running() bool {
 	if srv.proc == nil {
 		return false
 	}
-	done, _ := srv.proc.exited()
+	done, _ := srv.proc.Exited()
 	return !done
 }
 

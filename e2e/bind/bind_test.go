@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/stsroller/stsroller/dnsprobe"
+	"github.com/stsroller/stsroller/e2e/proc"
 )
 
 const pod0 = "pod-0.example.test."
@@ -35,7 +36,7 @@ func startServers(t *testing.T, opts Options) *Servers {
 		}
 		if t.Failed() {
 			for _, srv := range []*Server{s.Primary, s.Secondary} {
-				t.Logf("%s log:\n%s", srv.Name, logTail(srv.LogPath, 40))
+				t.Logf("%s log:\n%s", srv.Name, proc.LogTail(srv.LogPath, 40))
 			}
 		}
 	})

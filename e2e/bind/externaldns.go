@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/stsroller/stsroller/e2e/proc"
 )
 
 // ExternalDNSOptions configure StartExternalDNS.
@@ -59,7 +61,7 @@ type ExternalDNS struct {
 	// MetricsAddr is the host:port of its metrics and /healthz endpoint.
 	MetricsAddr string
 
-	proc      *process
+	proc      *proc.Process
 	stopOnce  sync.Once
 	stopErr   error
 	stopWatch func() bool
@@ -118,8 +120,8 @@ func StartExternalDNS(ctx context.Context, opts ExternalDNSOptions) (*ExternalDN
 		timeout = 30 * time.Second
 	}
 	if err := waitHealthy(ctx, e.proc, "http://"+e.MetricsAddr+"/healthz", timeout); err != nil {
-		_ = e.proc.stop(0)
-		return nil, fmt.Errorf("external-dns: %w; log %s:\n%s", err, e.LogPath, logTail(e.LogPath, 15))
+		_ = e.proc.Stop(0)
+		return nil, fmt.Errorf("external-dns: %w; log %s:\n%s", err, e.LogPath, proc.LogTail(e.LogPath, 15))
 	}
 	e.stopWatch = context.AfterFunc(ctx, func() { _ = e.Stop() })
 	return e, nil
@@ -174,13 +176,13 @@ func externalDNSArgs(opts ExternalDNSOptions, metricsAddr string) []string {
 }
 
 // waitHealthy polls url until it answers 200, the process exits, or timeout.
-func waitHealthy(ctx context.Context, p *process, url string, timeout time.Duration) error {
+func waitHealthy(ctx context.Context, p *proc.Process, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	var last error
 	for {
-		if done, err := p.exited(); done {
+		if done, err := p.Exited(); done {
 			return fmt.Errorf("exited before it was healthy: %v", err)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -199,7 +201,7 @@ func waitHealthy(ctx context.Context, p *process, url string, timeout time.Durat
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not healthy: %w (last: %v)", ctx.Err(), last)
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -212,13 +214,13 @@ func (e *ExternalDNS) Stop() error {
 		if e.stopWatch != nil {
 			e.stopWatch()
 		}
-		e.stopErr = e.proc.stop(5 * time.Second)
+		e.stopErr = e.proc.Stop(5 * time.Second)
 	})
 	return e.stopErr
 }
 
 // Running reports whether external-dns is still running.
 func (e *ExternalDNS) Running() bool {
-	done, _ := e.proc.exited()
+	done, _ := e.proc.Exited()
 	return !done
 }

@@ -150,7 +150,7 @@ func TestStartExternalDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := e.proc.cmd.Process.Pid
+	pid := e.proc.Pid()
 
 	got, err := os.ReadFile(argsFile)
 	if err != nil {

@@ -2,55 +2,28 @@ package cluster
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/stsroller/stsroller/e2e/proc"
 )
 
-// process is one component of the cluster, running in its own process group.
+// process is one component of the cluster, running in its own process group
+// (see proc.Start). name, cmd, done and err repeat what proc.Process holds, as
+// the fields the rest of the package reads; done waits for the log to be
+// closed as well.
 type process struct {
+	*proc.Process
 	name string
 	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed once the process has exited and been reaped
+	done chan struct{} // closed once the process has exited, been reaped and its log closed
 	err  error         // exit status, valid after done
-}
-
-// spawn starts cmd on the spawner thread (see spawner).
-func spawn(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	spawnRequests <- spawnRequest{cmd: cmd, errc: errc}
-	return <-errc
-}
-
-type spawnRequest struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
-var spawnRequests = make(chan spawnRequest)
-
-func init() { go spawner() }
-
-// spawner starts every child process from one OS thread that never exits.
-//
-// Pdeathsig is delivered when the thread that forked the child dies, not when
-// the process does (golang/go#27505). The Go runtime may retire an idle thread
-// at any time, which would then kill a healthy etcd or apiserver in the middle
-// of a test. Locking this goroutine to its thread, and never returning, keeps
-// the forking thread alive exactly as long as the test binary.
-func spawner() {
-	runtime.LockOSThread()
-	for req := range spawnRequests {
-		req.errc <- req.cmd.Start()
-	}
 }
 
 // startProcess runs bin with args, its output going to logPath, in a process
@@ -66,60 +39,34 @@ func startProcess(name, bin string, args, env []string, logPath, pidDir string) 
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Own process group: a Ctrl-C on the terminal reaches only the test
-		// binary, which then stops the cluster in order; Stop kills the group.
-		Setpgid: true,
-		// Dies with the test binary, whatever kills it (go test -timeout, SIGKILL).
-		Pdeathsig: syscall.SIGKILL,
-	}
 	fmt.Fprintf(logFile, "# %s %s\n", bin, strings.Join(args, " "))
-	if err := spawn(cmd); err != nil {
+	pp, err := proc.Spawn(name, cmd)
+	if err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+		return nil, err
 	}
-	p := &process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	p := &process{Process: pp, name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = pp.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
 	if err := os.WriteFile(filepath.Join(pidDir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		p.stop(0)
 		return nil, err
 	}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	return p, nil
 }
 
 // exited reports whether the process has exited, and how.
-func (p *process) exited() (bool, error) {
-	select {
-	case <-p.done:
-		if p.err == nil {
-			return true, errors.New("exited with status 0")
-		}
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
+func (p *process) exited() (bool, error) { return p.Exited() }
 
-// stop sends SIGTERM to the process group, and SIGKILL once grace has passed.
-// It returns once the process has been reaped.
+// stop sends SIGTERM to the process group, and SIGKILL once grace has passed
+// (see proc.Process.Stop). It returns once the process has been reaped and its log closed, or 10s
+// after SIGKILL if it has not been.
 func (p *process) stop(grace time.Duration) {
-	pgid := p.cmd.Process.Pid
-	if grace > 0 {
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-		}
-	}
-	// Also after a clean exit: nothing else of the group may survive.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
+	if p.Stop(grace) == nil {
+		<-p.done
 	}
 }
 

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -9,11 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -29,17 +26,6 @@ func alive(pid int) bool {
 	return i >= 0 && !strings.HasPrefix(string(data[i+1:]), " Z") && !strings.HasPrefix(string(data[i+1:]), " X")
 }
 
-func waitDead(t *testing.T, pid int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive after %s", pid, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func startSleep(t *testing.T, dir string) *process {
 	t.Helper()
 	p, err := startProcess("sleep", "/bin/sleep", []string{"300"}, nil, filepath.Join(dir, "sleep.log"), dir)
@@ -48,80 +34,6 @@ func startSleep(t *testing.T, dir string) *process {
 	}
 	t.Cleanup(func() { p.stop(0) })
 	return p
-}
-
-// TestChildSurvivesRetiredThread: Pdeathsig fires when the forking thread
-// dies. A goroutine that locks its thread and returns makes the runtime end
-// that thread (unless it is the main thread, which is parked instead); a
-// child started from it must live on, because the spawner forks every child
-// from one thread that never exits.
-func TestChildSurvivesRetiredThread(t *testing.T) {
-	dir := t.TempDir()
-	retired := 0
-	for range 10 {
-		type started struct {
-			p   *process
-			tid int
-		}
-		done := make(chan started)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			done <- started{startSleep(t, dir), syscall.Gettid()}
-		}()
-		s := <-done
-		time.Sleep(300 * time.Millisecond)
-		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", s.tid)); err == nil {
-			continue // the main thread: parked, not ended; try again
-		}
-		retired++
-		if exited, err := s.p.exited(); exited || !alive(s.p.cmd.Process.Pid) {
-			t.Fatalf("child died with the thread of the goroutine that started it (%v)", err)
-		}
-		if retired == 3 {
-			return
-		}
-	}
-	if retired == 0 {
-		t.Fatal("no thread was retired; the test proves nothing")
-	}
-}
-
-// TestChildDiesWithTestBinary: when the process that started a component is
-// killed outright (no chance to clean up), the component dies too.
-func TestChildDiesWithTestBinary(t *testing.T) {
-	if os.Getenv("STSROLLER_PDEATHSIG_HELPER") != "" {
-		p := startSleep(t, os.Getenv("STSROLLER_PDEATHSIG_HELPER"))
-		fmt.Printf("child %d\n", p.cmd.Process.Pid)
-		time.Sleep(time.Minute) // killed by the parent test
-		return
-	}
-	helper := exec.Command(os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.v")
-	helper.Env = append(os.Environ(), "STSROLLER_PDEATHSIG_HELPER="+t.TempDir())
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer helper.Process.Kill()
-	var child int
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if n, ok := strings.CutPrefix(sc.Text(), "child "); ok {
-			child, _ = strconv.Atoi(n)
-			break
-		}
-	}
-	if child == 0 {
-		t.Fatal("helper did not report its child")
-	}
-	if !alive(child) {
-		t.Fatalf("child %d is not running", child)
-	}
-	_ = helper.Process.Signal(syscall.SIGKILL)
-	_ = helper.Wait()
-	waitDead(t, child, 5*time.Second)
 }
 
 // TestReapStale: a work directory whose test binary is gone has its recorded

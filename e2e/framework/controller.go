@@ -15,6 +15,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/stsroller/stsroller/e2e/proc"
 )
 
 // EnvController says where stsroller runs: "process" (the default: each test
@@ -90,8 +92,7 @@ type Controller struct {
 	client kubernetes.Interface
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *proc.Process // nil when stopped
 	log  *syncBuffer
 }
 
@@ -115,7 +116,7 @@ func StartController(t testing.TB, client kubernetes.Interface, opts ControllerO
 	t.Cleanup(func() {
 		c.Stop()
 		if t.Failed() {
-			t.Logf("%s log (tail):\n%s", c.opts.Name, tail(c.log.String(), 60))
+			t.Logf("%s log (tail):\n%s", c.opts.Name, proc.Tail(c.log.String(), 60))
 		}
 	})
 	return c
@@ -128,7 +129,7 @@ func (c *Controller) Start() error {
 	if Deployed() {
 		return nil
 	}
-	if c.cmd != nil {
+	if c.proc != nil {
 		return fmt.Errorf("%s already runs", c.opts.Name)
 	}
 	args := []string{
@@ -145,17 +146,11 @@ func (c *Controller) Start() error {
 	cmd := exec.Command(c.opts.Binary, args...)
 	fmt.Fprintf(c.log, "=== start %s %s\n", c.opts.Binary, strings.Join(args, " "))
 	cmd.Stdout, cmd.Stderr = c.log, c.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", c.opts.Name, err)
+	p, err := proc.Spawn(c.opts.Name, cmd)
+	if err != nil {
+		return err
 	}
-	c.cmd = cmd
-	done := make(chan struct{})
-	c.done = done
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
+	c.proc = p
 	return nil
 }
 
@@ -173,7 +168,7 @@ func (c *Controller) Kill() {
 		}
 		return
 	}
-	c.signal(syscall.SIGKILL)
+	c.stop(0)
 }
 
 // Stop stops the process gracefully (SIGTERM), then kills it after 15s.
@@ -181,27 +176,29 @@ func (c *Controller) Stop() {
 	if Deployed() {
 		return
 	}
-	c.signal(syscall.SIGTERM)
+	c.stop(15 * time.Second)
 }
 
 // Log returns what the process wrote so far.
 func (c *Controller) Log() string { return c.log.String() }
 
-func (c *Controller) signal(sig syscall.Signal) {
+// stop sends SIGTERM and, once grace has passed, SIGKILL; with no grace,
+// SIGKILL at once. It returns once the process has been reaped, however long
+// that takes: a Start that follows must not find the old process running.
+func (c *Controller) stop(grace time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd == nil {
+	if c.proc == nil {
 		return
 	}
-	_ = syscall.Kill(-c.cmd.Process.Pid, sig)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
+	_ = c.proc.Stop(grace)
+	<-c.proc.Done()
+	sig := syscall.SIGKILL
+	if grace > 0 {
+		sig = syscall.SIGTERM
 	}
 	fmt.Fprintf(c.log, "=== stopped by %s\n", sig)
-	c.cmd = nil
+	c.proc = nil
 }
 
 type syncBuffer struct {
@@ -219,12 +216,4 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
