@@ -39,7 +39,7 @@ const (
 	DefaultCheckTimeout  = 10 * time.Second
 	DefaultMinBackoff    = 500 * time.Millisecond
 	DefaultMaxBackoff    = 30 * time.Second
-	DefaultNotYetBackoff = 2 * time.Second
+	DefaultNotYetBackoff = time.Second
 	DefaultRecheck       = time.Minute
 	fieldManager         = "stsroller"
 )

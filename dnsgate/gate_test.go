@@ -269,7 +269,7 @@ func TestGateBackoff(t *testing.T) {
 		// gaps between consecutive checks
 		want []time.Duration
 	}{
-		{"not yet", "", []time.Duration{time.Second, 2 * time.Second, 2 * time.Second, 2 * time.Second}},
+		{"not yet", "", []time.Duration{time.Second, time.Second, time.Second, time.Second}},
 		{"timeout", dnsprobe.ReasonTimeout, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
