@@ -95,7 +95,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" turns it off.")
 	fs.StringVar(&o.logFormat, "logging-format", "text", "Log format: text (klog) or json.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Hold a Lease so only one replica acts.")
-	fs.StringVar(&o.leaseNamespace, "leader-elect-namespace", "", "Namespace of the Lease. Empty: $POD_NAMESPACE, else stsroller-system.")
+	fs.StringVar(&o.leaseNamespace, "leader-elect-namespace", "", "Namespace of the Lease. Empty: $POD_NAMESPACE, else --namespace, else kube-system.")
 	fs.StringVar(&o.leaseName, "leader-elect-name", "stsroller", "Name of the Lease.")
 	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a lease lasts without renewal.")
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader tries to renew before it gives up.")
@@ -217,13 +217,7 @@ func runController(ctx context.Context, o *options, client kubernetes.Interface,
 }
 
 func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interface, lead func(context.Context) error, logger klog.Logger) error {
-	ns := o.leaseNamespace
-	if ns == "" {
-		ns = os.Getenv("POD_NAMESPACE")
-	}
-	if ns == "" {
-		ns = "stsroller-system"
-	}
+	ns := leaseNamespace(o)
 	host, _ := os.Hostname()
 	id := host + "_" + string(uuid.NewUUID())
 	lock := &resourcelock.LeaseLock{
@@ -281,8 +275,21 @@ func runLeaderElection(ctx context.Context, o *options, client kubernetes.Interf
 		}
 	})
 	defer stopWaiting()
+	logger.Info("Waiting for the leader lease", "lease", klog.KRef(ns, o.leaseName), "identity", id)
 	le.Run(electionCtx)
 	return runErr
+}
+
+// leaseNamespace is where the Lease lives: the flag; else the pod's own
+// namespace (deploy/ sets POD_NAMESPACE); else, out of a cluster, the
+// namespace stsroller is scoped to; else kube-system, which every cluster has.
+func leaseNamespace(o *options) string {
+	for _, ns := range []string{o.leaseNamespace, os.Getenv("POD_NAMESPACE"), o.namespace} {
+		if ns != "" {
+			return ns
+		}
+	}
+	return "kube-system"
 }
 
 // serve starts the metrics and health endpoints; the returned func stops them.
