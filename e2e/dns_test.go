@@ -379,26 +379,11 @@ func twoNodes(t *testing.T, client kubernetes.Interface) []string {
 // second node) and returns the update revision.
 func (r *dnsRollout) newRevision(version string) string {
 	r.t.Helper()
-	before := r.current().Status.UpdateRevision
 	sel := ""
 	if r.nodes != nil {
 		sel = fmt.Sprintf(`"nodeSelector":{%q:%q},`, hostnameLabel, r.nodes[1])
 	}
-	r.patch(fmt.Sprintf(`{"spec":{"template":{"spec":{%s"containers":[{"name":"db","env":[{"name":"VERSION","value":%q}]}]}}}}`, sel, version))
-	var rev string
-	err := framework.Eventually(r.ctx, 30*time.Second, 100*time.Millisecond, func(context.Context) error {
-		s := r.current()
-		if s.Status.ObservedGeneration < s.Generation || s.Status.UpdateRevision == before {
-			return fmt.Errorf("update revision still %s", s.Status.UpdateRevision)
-		}
-		rev = s.Status.UpdateRevision
-		return nil
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.watch.SetUpdateRevision(rev)
-	return rev
+	return r.newTemplate(version, sel)
 }
 
 // waitStatus waits until the status has the phase and reason.

@@ -186,8 +186,16 @@ func (r *rollout) patch(patch string) {
 // StatefulSet controller computes for it.
 func (r *rollout) newRevision(version string) string {
 	r.t.Helper()
+	return r.newTemplate(version, "")
+}
+
+// newTemplate sets the template's VERSION to version, and the pod spec
+// members in spec (JSON, each followed by a comma: `"nodeSelector":{...},`),
+// and returns the new update revision.
+func (r *rollout) newTemplate(version, spec string) string {
+	r.t.Helper()
 	before := r.current().Status.UpdateRevision
-	r.patch(fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"db","env":[{"name":"VERSION","value":%q}]}]}}}}`, version))
+	r.patch(fmt.Sprintf(`{"spec":{"template":{"spec":{%s"containers":[{"name":"db","env":[{"name":"VERSION","value":%q}]}]}}}}`, spec, version))
 	var rev string
 	err := framework.Eventually(r.ctx, 30*time.Second, 100*time.Millisecond, func(context.Context) error {
 		s := r.current()
