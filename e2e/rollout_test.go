@@ -527,3 +527,44 @@ func TestControllerRestartMidRollout(t *testing.T) {
 		t.Errorf("%d deletions, want each of the 8 pods once: %v", n, names(r.watch.Deletions()))
 	}
 }
+
+// TestBrokenRevisionStallsAndRollbackRepairs: a new revision whose pods never
+// turn healthy stops itself (no more than max-unavailable pods are replaced),
+// the status turns Stalled with a ProgressDeadlineExceeded warning, and
+// reverting the template repairs the broken pods first with no manual deletes
+// (kubernetes#67250).
+func TestBrokenRevisionStallsAndRollbackRepairs(t *testing.T) {
+	t.Parallel()
+	r := newRollout(t, rolloutOptions{replicas: 6, annotations: map[string]string{
+		policy.AnnotationMaxUnavailable: "2", policy.AnnotationProgressDeadlineSeconds: "5"}})
+	good := r.current().Status.UpdateRevision
+	// Pods of any other revision never turn healthy.
+	r.watch.SetBroken(func(p *corev1.Pod) bool { return p.Labels[appsv1.ControllerRevisionHashLabelKey] != good })
+	bad := r.newRevision("broken")
+
+	ev := r.waitEvent(policy.ReasonProgressDeadlineExceeded, corev1.EventTypeWarning)
+	if st := r.status(); st == nil || st.Phase != policy.PhaseStalled {
+		t.Fatalf("status = %+v, want Stalled (event: %s)", st, ev.Message)
+	}
+	if n := len(r.watch.Deletions()); n != 2 {
+		t.Fatalf("%d pods replaced by a revision whose pods never turn healthy, want exactly max-unavailable (2): %v",
+			n, names(r.watch.Deletions()))
+	}
+
+	// Roll back: the template as it was. The two broken pods are now the
+	// outdated ones, and unhealthy: they go, and nothing else.
+	rev := r.newRevision("1")
+	if rev != good {
+		t.Fatalf("reverting the template gave revision %s, want the old %s", rev, good)
+	}
+	r.waitRolledOut(rev, 6)
+	dels := r.watch.Deletions()
+	if len(dels) != 4 {
+		t.Fatalf("deletions = %v, want the 2 of the rollout and the 2 broken pods of the rollback", names(dels))
+	}
+	for _, d := range dels[2:] {
+		if d.Revision != bad || d.Ready {
+			t.Errorf("the rollback deleted %s (revision %s, ready %v), want only broken pods of %s", d.Pod, d.Revision, d.Ready, bad)
+		}
+	}
+}
