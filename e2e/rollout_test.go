@@ -568,3 +568,29 @@ func TestBrokenRevisionStallsAndRollbackRepairs(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoPDBsOverAPodBlock: with two PodDisruptionBudgets selecting the same
+// pods, the Eviction API refuses them and stsroller will not guess which
+// budget wins: nothing is deleted, a MultiplePDBs warning says why.
+func TestTwoPDBsOverAPodBlock(t *testing.T) {
+	t.Parallel()
+	r := newRollout(t, rolloutOptions{replicas: 3, annotations: map[string]string{policy.AnnotationMaxUnavailable: "2"}})
+	for _, name := range []string{"db-a", "db-b"} {
+		if _, err := r.client.PolicyV1().PodDisruptionBudgets(r.ns).Create(r.ctx, &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(3)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.newRevision("2")
+	ev := r.waitEvent(policy.ReasonMultiplePDBs, corev1.EventTypeWarning)
+	if !strings.Contains(ev.Message, "db-a") || !strings.Contains(ev.Message, "db-b") {
+		t.Errorf("MultiplePDBs message %q does not name both budgets", ev.Message)
+	}
+	r.noneReplaced(3 * time.Second)
+	if st := r.status(); st == nil || st.Phase != policy.PhaseBlocked || st.Reason != policy.ReasonMultiplePDBs {
+		t.Errorf("status = %+v, want Blocked/MultiplePDBs", st)
+	}
+}
