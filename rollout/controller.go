@@ -42,6 +42,9 @@ const (
 	// evictionRetry: a 429 means a budget has no headroom now; the PDB's next
 	// status update requeues us anyway, this is the fallback.
 	evictionRetry = 5 * time.Second
+	// statusCountsInterval spaces writes of the status that change only its
+	// counts and words.
+	statusCountsInterval = 2 * time.Second
 )
 
 // PodRemover removes pods: Delete directly, Evict through the Eviction API.
@@ -83,6 +86,8 @@ type Controller struct {
 	// and the rollout duration.
 	phases map[cache.ObjectName]*policy.Status
 	starts map[cache.ObjectName]time.Time
+	// lastWrite is when each StatefulSet's status was last written.
+	lastWrite map[cache.ObjectName]time.Time
 }
 
 // Options are the controller's collaborators; zero fields get defaults.
@@ -138,6 +143,7 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		expectations: newExpectations(opts.Clock),
 		phases:       map[cache.ObjectName]*policy.Status{},
 		starts:       map[cache.ObjectName]time.Time{},
+		lastWrite:    map[cache.ObjectName]time.Time{},
 	}
 	handlers := []struct {
 		informer cache.SharedIndexInformer
@@ -272,7 +278,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 			break
 		}
 	}
-	if err := c.writeStatus(ctx, sts, in.Previous, &plan.Status); err != nil && actErr == nil {
+	if err := c.writeStatus(ctx, key, sts, in.Previous, &plan.Status); err != nil && actErr == nil {
 		actErr = err
 	}
 	c.observe(key, in.Previous, &plan.Status)
@@ -370,10 +376,23 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 }
 
 // writeStatus patches the status annotation when what it says changed, and
-// records the events the change deserves.
-func (c *Controller) writeStatus(ctx context.Context, sts *appsv1.StatefulSet, prev, next *policy.Status) error {
+// records the events the change deserves. A change of counts and words alone
+// (same phase, reason and revision) is written at most every
+// statusCountsInterval: in a large rollout every pod's every step would
+// otherwise be one more write to the API server.
+func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet, prev, next *policy.Status) error {
 	if prev.SameAs(next) {
 		return nil
+	}
+	now := c.clock.Now()
+	if prev != nil && prev.Phase == next.Phase && prev.Reason == next.Reason && prev.UpdateRevision == next.UpdateRevision {
+		c.mu.Lock()
+		last := c.lastWrite[key]
+		c.mu.Unlock()
+		if wait := statusCountsInterval - now.Sub(last); wait > 0 {
+			c.queue.AddAfter(key, wait)
+			return nil
+		}
 	}
 	patch, err := annotationPatch(policy.AnnotationStatus, next.Encode())
 	if err != nil {
@@ -387,6 +406,9 @@ func (c *Controller) writeStatus(ctx context.Context, sts *appsv1.StatefulSet, p
 	if err != nil {
 		return fmt.Errorf("writing status of %s/%s: %w", sts.Namespace, sts.Name, err)
 	}
+	c.mu.Lock()
+	c.lastWrite[key] = now
+	c.mu.Unlock()
 	for _, e := range policy.Events(prev, next) {
 		c.recorder.Event(sts, e.Type, e.Reason, e.Message)
 	}
@@ -426,6 +448,7 @@ func (c *Controller) forget(key cache.ObjectName) {
 	defer c.mu.Unlock()
 	delete(c.phases, key)
 	delete(c.starts, key)
+	delete(c.lastWrite, key)
 	c.updateGaugesLocked()
 }
 

@@ -409,3 +409,51 @@ func TestEnqueuePodOwnerChecksUID(t *testing.T) {
 		t.Errorf("queue length = %d after a tombstone of an owned pod, want 1", n)
 	}
 }
+
+// TestStatusCountsAreWrittenAtMostEveryInterval: a status that changes only
+// its counts is written at most every statusCountsInterval; a change of phase
+// or reason is written at once.
+func TestStatusCountsAreWrittenAtMostEveryInterval(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, nil)
+	f.sts = append(f.sts, sts)
+	if err := f.run(key(sts)); err != nil { // builds the fixture
+		t.Fatal(err)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	status := func(phase policy.Phase, reason string, updated int32) *policy.Status {
+		return &policy.Status{Phase: phase, Reason: reason, UpdateRevision: "new", Replicas: 3, Updated: updated}
+	}
+	patches := func() int {
+		n := 0
+		for _, a := range describe(f.actions()) {
+			if a == "patch statefulsets web" {
+				n++
+			}
+		}
+		return n
+	}
+	f.client.ClearActions()
+	steps := []struct {
+		prev, next *policy.Status
+		step       time.Duration
+		want       int
+	}{
+		// The fixture's first sync wrote a status just now.
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 0), status(policy.PhaseRolling, policy.ReasonDeletingPods, 1), 0, 0},
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 0), status(policy.PhaseRolling, policy.ReasonDeletingPods, 1), statusCountsInterval, 1},
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 1), status(policy.PhaseRolling, policy.ReasonDeletingPods, 2), time.Second, 1},
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 1), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), 0, 2},
+		{status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 3), 0, 2},
+		{status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 3), statusCountsInterval, 3},
+	}
+	for i, s := range steps {
+		f.clock.Step(s.step)
+		if err := f.c.writeStatus(ctx, key(sts), sts, s.prev, s.next); err != nil {
+			t.Fatal(err)
+		}
+		if got := patches(); got != s.want {
+			t.Fatalf("step %d: %d status patches, want %d", i, got, s.want)
+		}
+	}
+}
