@@ -89,7 +89,7 @@ clean-cluster:
 	  fi; \
 	  for f in "$$d"/pids/*.pid; do \
 	    [ -f "$$f" ] || continue; pid=$$(cat "$$f"); \
-	    if tr '\0' ' ' < "/proc/$$pid/cmdline" 2>/dev/null | grep -qF "$$d"; then \
+	    if tr '\0' ' ' 2>/dev/null < "/proc/$$pid/cmdline" | grep -qF "$$d"; then \
 	      echo "killing $$(basename "$$f" .pid) (pid $$pid)"; kill -KILL "$$pid" 2>/dev/null || true; \
 	    fi; \
 	  done; \
