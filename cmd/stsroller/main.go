@@ -90,7 +90,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.workers, "workers", 4, "StatefulSets planned concurrently.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Queries per second to the API server.")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of queries to the API server.")
-	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "How often every managed StatefulSet is planned again even without a change.")
+	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "Informer resync period. Resyncs that carry no change are ignored: stsroller looks again by itself when a wait ends (minReadySeconds, progress deadline, DNS checks, a blocked eviction).")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" turns it off.")
 	fs.StringVar(&o.logFormat, "logging-format", "text", "Log format: text (klog) or json.")
