@@ -220,15 +220,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 	r.watch.SetHealthyAfter(2 * time.Second)
 	r.watch.ResetPeak()
 	rev := r.newRevision("2")
-	err = framework.Eventually(r.ctx, rolloutTimeout, 50*time.Millisecond, func(context.Context) error {
-		if n := len(r.watch.Deletions()); n < 3 {
-			return fmt.Errorf("%d deletions", n)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.waitDeletions(3)
 	if strings.Contains(standby.Log(), "Removed pod") {
 		t.Fatalf("the standby removed pods while the other process led")
 	}
@@ -245,12 +237,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 	}
 	t.Logf("the standby took over %s after the leader was killed", time.Since(killed).Round(100*time.Millisecond))
 	r.waitRolledOut(rev, 8)
-	if p := r.watch.Peak(); p > 2 {
-		t.Errorf("peak unavailable = %d across the failover, want at most 2", p)
-	}
-	if n := len(r.watch.Deletions()); n != 8 {
-		t.Errorf("%d deletions, want each of the 8 pods once: %v", n, names(r.watch.Deletions()))
-	}
+	r.checkEachOnceWithin(2, "across the failover")
 }
 
 // TestDeployAdmittedByRestrictedNamespace applies deploy/'s Deployment into its
@@ -380,15 +367,7 @@ func TestPluginPlanNamesWhatTheControllerDeletes(t *testing.T) {
 	if _, ok := r.current().Annotations[policy.AnnotationPaused]; ok {
 		t.Fatalf("after kubectl stsroller resume, %s is still set", policy.AnnotationPaused)
 	}
-	err := framework.Eventually(r.ctx, 30*time.Second, 50*time.Millisecond, func(context.Context) error {
-		if n := len(r.watch.Deletions()); n < 2 {
-			return fmt.Errorf("%d deletions", n)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.waitDeletions(2)
 	first := names(r.watch.Deletions()[:2])
 	slices.Sort(first)
 	if !slices.Equal(first, []string{"db-2", "db-4"}) {

@@ -421,20 +421,6 @@ func (r *dnsRollout) boundedFor(d time.Duration) {
 	}
 }
 
-// waitDeletions waits until at least n pods were deleted.
-func (r *dnsRollout) waitDeletions(n int) {
-	r.t.Helper()
-	err := framework.Eventually(r.ctx, rolloutTimeout, 100*time.Millisecond, func(context.Context) error {
-		if got := len(r.watch.Deletions()); got < n {
-			return fmt.Errorf("%d pods deleted, want %d", got, n)
-		}
-		return nil
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-}
-
 // podRecord is what the recorder saw of one pod (one UID).
 type podRecord struct {
 	name string

@@ -248,6 +248,34 @@ func (r *rollout) waitRolledOut(rev string, wantUpdated int) {
 	r.waitAllReady(n)
 }
 
+// waitDeletions waits until at least n pods were deleted.
+func (r *rollout) waitDeletions(n int) {
+	r.t.Helper()
+	err := framework.Eventually(r.ctx, rolloutTimeout, 50*time.Millisecond, func(context.Context) error {
+		if got := len(r.watch.Deletions()); got < n {
+			return fmt.Errorf("%d pods deleted, want %d", got, n)
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// checkEachOnceWithin checks, after a rollout, that each pod was deleted once
+// and that no more than maxUnavailable pods were unavailable at once, across
+// what the test did (during).
+func (r *rollout) checkEachOnceWithin(maxUnavailable int, during string) {
+	r.t.Helper()
+	if p := r.watch.Peak(); p > maxUnavailable {
+		r.t.Errorf("peak unavailable = %d %s, want at most %d", p, during, maxUnavailable)
+	}
+	n := int(*r.sts.Spec.Replicas)
+	if dels := r.watch.Deletions(); len(dels) != n {
+		r.t.Errorf("%d deletions, want each of the %d pods once: %v", len(dels), n, names(dels))
+	}
+}
+
 func (r *rollout) status() *policy.Status {
 	return policy.ParseStatus(r.current().Annotations)
 }
@@ -408,15 +436,7 @@ func TestLeaderLast(t *testing.T) {
 	rev := r.newRevision("2")
 	// After the first replacement, leadership moves from db-4 to db-1, still
 	// outdated.
-	err := framework.Eventually(r.ctx, rolloutTimeout, 100*time.Millisecond, func(context.Context) error {
-		if len(r.watch.Deletions()) == 0 {
-			return fmt.Errorf("nothing deleted yet")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.waitDeletions(1)
 	r.label("db-4", "stsroller.io/role", "")
 	r.label("db-1", "stsroller.io/role", "leader")
 	r.waitRolledOut(rev, 5)
@@ -505,27 +525,14 @@ func TestControllerRestartMidRollout(t *testing.T) {
 	r.watch.SetHealthyAfter(2 * time.Second)
 	r.watch.ResetPeak()
 	rev := r.newRevision("2")
-	err := framework.Eventually(r.ctx, rolloutTimeout, 50*time.Millisecond, func(context.Context) error {
-		if n := len(r.watch.Deletions()); n < 3 {
-			return fmt.Errorf("%d deletions", n)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.waitDeletions(3)
 	r.controller.Kill()
 	time.Sleep(2 * time.Second)
 	if err := r.controller.Start(); err != nil {
 		t.Fatal(err)
 	}
 	r.waitRolledOut(rev, 8)
-	if p := r.watch.Peak(); p > 2 {
-		t.Errorf("peak unavailable = %d across the restart, want at most 2", p)
-	}
-	if n := len(r.watch.Deletions()); n != 8 {
-		t.Errorf("%d deletions, want each of the 8 pods once: %v", n, names(r.watch.Deletions()))
-	}
+	r.checkEachOnceWithin(2, "across the restart")
 }
 
 // TestBrokenRevisionStallsAndRollbackRepairs: a new revision whose pods never
