@@ -50,7 +50,6 @@ import (
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/dnsgate"
 	"github.com/stsroller/stsroller/dnsprobe"
@@ -273,37 +272,17 @@ func newDNSRollout(t *testing.T, o dnsRolloutOptions) *dnsRollout {
 
 	r.rec = newDNSRecorder(ctx, t, client, ns, domain, servers.Addrs())
 
-	gates := []corev1.PodReadinessGate{{ConditionType: framework.HealthGate}}
+	var extraGates []corev1.PodReadinessGate
 	if !o.noDNSReadinessGate {
-		gates = append(gates, corev1.PodReadinessGate{ConditionType: policy.ConditionDNSPropagated})
+		extraGates = append(extraGates, corev1.PodReadinessGate{ConditionType: policy.ConditionDNSPropagated})
 	}
-	var nodeSelector map[string]string
+	sts := dbStatefulSet(ns, o.replicas, appsv1.OnDeleteStatefulSetStrategyType, map[string]string{
+		policy.AnnotationEnabled:        "true",
+		policy.AnnotationDNSDomain:      domain,
+		policy.AnnotationMaxUnavailable: fmt.Sprint(o.maxUnavailable),
+	}, extraGates...)
 	if r.nodes != nil {
-		nodeSelector = map[string]string{hostnameLabel: r.nodes[0]}
-	}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns, Annotations: map[string]string{
-			policy.AnnotationEnabled:        "true",
-			policy.AnnotationDNSDomain:      domain,
-			policy.AnnotationMaxUnavailable: fmt.Sprint(o.maxUnavailable),
-		}},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To(o.replicas),
-			ServiceName:         "db",
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					Containers: []corev1.Container{{Name: "db", Image: "registry.k8s.io/pause:3.10",
-						Env: []corev1.EnvVar{{Name: "VERSION", Value: "1"}}}},
-					ReadinessGates:                gates,
-					NodeSelector:                  nodeSelector,
-					TerminationGracePeriodSeconds: ptr.To[int64](1),
-				},
-			},
-		},
+		sts.Spec.Template.Spec.NodeSelector = map[string]string{hostnameLabel: r.nodes[0]}
 	}
 	created, err := client.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{})
 	if err != nil {

@@ -93,29 +93,10 @@ func newRollout(t testing.TB, o rolloutOptions) *rollout {
 	for k, v := range o.annotations {
 		ann[k] = v
 	}
-	labels := map[string]string{"app": "db"}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns, Annotations: ann},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To(o.replicas),
-			ServiceName:         "db",
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: o.strategy},
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					Containers: []corev1.Container{{Name: "db", Image: "registry.k8s.io/pause:3.10",
-						Env: []corev1.EnvVar{{Name: "VERSION", Value: "1"}}}},
-					ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: framework.HealthGate}},
-					TerminationGracePeriodSeconds: ptr.To[int64](1),
-				},
-			},
-		},
-	}
+	sts := dbStatefulSet(ns, o.replicas, o.strategy, ann)
 	if _, err := client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "db"},
-		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: labels,
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: sts.Spec.Selector.MatchLabels,
 			Ports: []corev1.ServicePort{{Name: "db", Port: 5432}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -132,6 +113,33 @@ func newRollout(t testing.TB, o rolloutOptions) *rollout {
 		r.controller = framework.StartController(t, client, framework.ControllerOptions{Binary: binary(t), Namespace: ns})
 	}
 	return r
+}
+
+// dbStatefulSet is the StatefulSet the e2e tests roll out: "db" in ns,
+// Parallel, pods labelled app=db with VERSION=1 in their environment, Ready
+// only while the test's health gate and every extra gate are True.
+func dbStatefulSet(ns string, replicas int32, strategy appsv1.StatefulSetUpdateStrategyType, annotations map[string]string, extraGates ...corev1.PodReadinessGate) *appsv1.StatefulSet {
+	labels := map[string]string{"app": "db"}
+	gates := append([]corev1.PodReadinessGate{{ConditionType: framework.HealthGate}}, extraGates...)
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns, Annotations: annotations},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(replicas),
+			ServiceName:         "db",
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: strategy},
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "db", Image: "registry.k8s.io/pause:3.10",
+						Env: []corev1.EnvVar{{Name: "VERSION", Value: "1"}}}},
+					ReadinessGates:                gates,
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+				},
+			},
+		},
+	}
 }
 
 func (r *rollout) current() *appsv1.StatefulSet {
