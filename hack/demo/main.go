@@ -32,6 +32,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/e2e/cluster"
+	"github.com/stsroller/stsroller/e2e/framework"
 	"github.com/stsroller/stsroller/informers"
 	"github.com/stsroller/stsroller/policy"
 	"github.com/stsroller/stsroller/rollout"
@@ -244,12 +245,10 @@ func drive(ctx context.Context, client kubernetes.Interface) {
 			} else if time.Since(p.CreationTimestamp.Time) < startTime {
 				continue
 			}
-			if condition(&p, healthGate) == want {
+			if framework.PodConditionStatus(&p, healthGate) == want {
 				continue
 			}
-			patch := fmt.Sprintf(`{"status":{"conditions":[{"type":%q,"status":%q,"lastTransitionTime":%q}]}}`,
-				healthGate, want, time.Now().UTC().Format(time.RFC3339))
-			_, _ = client.CoreV1().Pods(ns).Patch(ctx, p.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
+			_ = framework.SetPodCondition(ctx, client, ns, p.Name, healthGate, want, "SetByDemo")
 		}
 	}
 }
@@ -300,17 +299,8 @@ func list(ctx context.Context, client kubernetes.Interface) ([]corev1.Pod, error
 
 func revision(p *corev1.Pod) string { return p.Labels[appsv1.ControllerRevisionHashLabelKey] }
 
-func condition(p *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
-	for _, c := range p.Status.Conditions {
-		if c.Type == t {
-			return c.Status
-		}
-	}
-	return ""
-}
-
 func isReady(p *corev1.Pod) bool {
-	return p.DeletionTimestamp == nil && condition(p, corev1.PodReady) == corev1.ConditionTrue
+	return p.DeletionTimestamp == nil && framework.PodReady(p)
 }
 
 func waitFor(ctx context.Context, done func() (bool, error)) error {
