@@ -25,7 +25,7 @@ module() {
 }
 binaries() {
   case $1 in
-    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy ;;
     *) echo "$1" ;;
   esac
 }
