@@ -34,7 +34,7 @@ package() {
     etcd) echo . ;;
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     external-dns) echo sigs.k8s.io/external-dns ;;
-    kube-*|kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
+    kube-*|kubectl|kubelet) echo "k8s.io/kubernetes/cmd/$1" ;;
   esac
 }
 version() { (cd "$tools/$1" && go list -m -f '{{.Version}}' "$(module "$1")"); }
