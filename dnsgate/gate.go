@@ -63,7 +63,7 @@ type Options struct {
 	Recheck time.Duration
 	// Rounds is how many consecutive propagated answers make a name
 	// propagated. Default 1.
-	Rounds   int
+	Rounds  int
 	Clock   clock.WithDelayedExecution
 	Metrics *metrics.Metrics
 }

@@ -129,9 +129,13 @@ func TestPodFactoryCachesOnlyStatefulSetPods(t *testing.T) {
 		}
 		var sel string
 		switch a := a.(type) {
-		case interface{ GetListRestrictions() k8stesting.ListRestrictions }:
+		case interface {
+			GetListRestrictions() k8stesting.ListRestrictions
+		}:
 			sel = a.GetListRestrictions().Labels.String()
-		case interface{ GetWatchRestrictions() k8stesting.WatchRestrictions }:
+		case interface {
+			GetWatchRestrictions() k8stesting.WatchRestrictions
+		}:
 			sel = a.GetWatchRestrictions().Labels.String()
 		}
 		if sel != StatefulSetPodLabel {
