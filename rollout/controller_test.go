@@ -44,8 +44,8 @@ type fixture struct {
 	gate         func(f *fixture) DNSGate
 	factory      kinformers.SharedInformerFactory
 	recorder     *record.FakeRecorder
-	clock    *clocktesting.FakeClock
-	c        *Controller
+	clock        *clocktesting.FakeClock
+	c            *Controller
 }
 
 func newFixture(t *testing.T) *fixture {

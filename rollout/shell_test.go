@@ -63,7 +63,6 @@ func budgetFor(name string, app string) *policyv1.PodDisruptionBudget {
 	}
 }
 
-
 // TestPDBEventEnqueuesOnlySelectedStatefulSets (issue 8): a budget's add,
 // update and delete re-plan the StatefulSets whose pods it selects, found
 // through the template label index, plus those it selected before (its old
@@ -364,4 +363,3 @@ func TestForeignPodsNeverTouched(t *testing.T) {
 		t.Errorf("remove acted on pods the StatefulSet does not control: %v", got)
 	}
 }
-
