@@ -56,7 +56,7 @@ func podControllerUID(obj any) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	ref := metav1.GetControllerOf(pod)
+	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil || ref.Kind != "StatefulSet" {
 		return nil, nil
 	}

@@ -369,6 +369,11 @@ func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv
 	in.Previous = c.previous(key, sts, in.Previous)
 	in.AwaitingDeletions = c.expectations.outstanding(key, in.Pods)
 	in.Now = c.clock.Now()
+	if c.gate != nil && (in.ConfigError != nil || in.Config.DNSDomain == "") {
+		// The gate is off for this StatefulSet (or cannot be read): its
+		// background checks stop.
+		c.gate.Forget(key)
+	}
 	if in.ConfigError == nil && in.Config.DNSDomain != "" {
 		if c.gate == nil {
 			in.DNSError = errors.New("the DNS gate is off in this stsroller: " + policy.AnnotationDNSDomain + " cannot be honoured")

@@ -51,7 +51,7 @@ func cacheOlder(rv string, w writtenStatus) bool {
 // controlledBy reports whether the StatefulSet is the pod's controller (same
 // UID as the reference names).
 func controlledBy(pod *corev1.Pod, sts *appsv1.StatefulSet) bool {
-	ref := metav1.GetControllerOf(pod)
+	ref := metav1.GetControllerOfNoCopy(pod)
 	return ref != nil && ref.Kind == "StatefulSet" && ref.UID == sts.UID
 }
 
