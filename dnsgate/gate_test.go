@@ -2,6 +2,7 @@ package dnsgate
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -100,11 +101,17 @@ func newGateFixture(t *testing.T, pods ...*corev1.Pod) *gateFixture {
 
 func (f *gateFixture) observe() map[string]policy.DNSState {
 	f.t.Helper()
-	states, _, err := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods)
-	if err != nil {
-		f.t.Fatal(err)
+	v := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods)
+	if v.Err != nil {
+		f.t.Fatal(v.Err)
 	}
-	return states
+	// As the controller does after planning.
+	for _, c := range v.Changes {
+		if _, err := f.gate.Apply(context.Background(), c); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return v.States
 }
 
 func (f *gateFixture) takePatches() []string {
@@ -211,7 +218,7 @@ func TestGateNoServersIsAnError(t *testing.T) {
 	f.prober.reason = dnsprobe.ReasonNoServers
 	f.observe()
 	f.gate.Wait()
-	if _, _, err := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods); err == nil {
+	if v := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods); v.Err == nil {
 		t.Fatal("no servers gave no error")
 	}
 }
@@ -299,4 +306,156 @@ func TestGateBackoff(t *testing.T) {
 			}
 		})
 	}
+}
+
+func (f *gateFixture) calls() int {
+	f.prober.mu.Lock()
+	defer f.prober.mu.Unlock()
+	return f.prober.calls
+}
+
+func (f *gateFixture) queuedLen() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.queued)
+}
+
+// TestGateObserveWritesNothing: gathering is read-only (issue 9, bug 1): the
+// condition the gate wants comes back as a Change, and only Apply writes it.
+func TestGateObserveWritesNothing(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.serve("db-0.db.example.test", "10.0.0.1")
+	f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods)
+	f.gate.Wait()
+	v := f.gate.Observe(context.Background(), f.sts, "db.example.test", f.pods)
+	if !v.States["db-0"].Propagated {
+		t.Fatalf("state = %+v, want propagated", v.States["db-0"])
+	}
+	if p := f.takePatches(); len(p) != 0 {
+		t.Fatalf("Observe wrote %v", p)
+	}
+	if len(v.Changes) != 1 || v.Changes[0].Status != corev1.ConditionTrue || v.Changes[0].Pod.Name != "db-0" {
+		t.Fatalf("changes = %+v, want db-0 True", v.Changes)
+	}
+	if ok, err := f.gate.Apply(context.Background(), v.Changes[0]); !ok || err != nil {
+		t.Fatalf("Apply = %v, %v", ok, err)
+	}
+	if p := f.takePatches(); len(p) != 1 {
+		t.Fatalf("Apply wrote %d patches, want 1", len(p))
+	}
+}
+
+// TestGateRecheckEnqueuesOnlyWhenAnswerChanges (issue 8): a re-check whose
+// answer is the same as before does not plan the StatefulSet again; the gate
+// asks again by itself, and an answer that changes class enqueues.
+func TestGateRecheckEnqueuesOnlyWhenAnswerChanges(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.serve("db-0.db.example.test", "10.0.0.1")
+	f.observe()
+	f.gate.Wait()
+	if !f.observe()["db-0"].Propagated {
+		t.Fatal("not propagated")
+	}
+	if n := f.queuedLen(); n != 1 {
+		t.Fatalf("queued %d times after the first answer, want 1", n)
+	}
+	// Re-checks with the same answer, started by the gate's own timer.
+	for i := range 3 {
+		before := f.calls()
+		f.clock.Step(time.Minute)
+		if err := waitFor(func() bool { return f.calls() > before }); err != nil {
+			t.Fatalf("re-check %d never ran without a sync", i+1)
+		}
+		f.gate.Wait()
+	}
+	if n := f.queuedLen(); n != 1 {
+		t.Errorf("queued %d times after three unchanged re-checks, want 1", n)
+	}
+	// A server stops answering: that changes what the plan sees.
+	f.prober.mu.Lock()
+	f.prober.reason = dnsprobe.ReasonTimeout
+	f.prober.mu.Unlock()
+	before := f.calls()
+	f.clock.Step(time.Minute)
+	if err := waitFor(func() bool { return f.calls() > before }); err != nil {
+		t.Fatal("re-check never ran")
+	}
+	f.gate.Wait()
+	if n := f.queuedLen(); n != 2 {
+		t.Errorf("queued %d times after a server stopped answering, want 2", n)
+	}
+}
+
+// TestGateKeepsEntriesPerStatefulSet: observing one StatefulSet drops only its
+// own pods that are gone, never another's.
+func TestGateKeepsEntriesPerStatefulSet(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"), pod("db-1", "10.0.0.2"))
+	f.observe()
+	other := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}}
+	f.gate.Observe(context.Background(), other, "web.example.test", []*corev1.Pod{pod("web-0", "10.0.1.1")})
+	f.gate.Wait()
+	if n := f.gate.Len(); n != 3 {
+		t.Fatalf("gate holds %d entries, want 3", n)
+	}
+	f.pods = f.pods[:1]
+	f.observe()
+	if n := f.gate.Len(); n != 2 {
+		t.Errorf("gate holds %d entries after db-1 went, want 2 (db-0, web-0)", n)
+	}
+	f.gate.Forget(cache.MetaObjectToName(other))
+	if n := f.gate.Len(); n != 1 {
+		t.Errorf("gate holds %d entries after Forget(web), want 1", n)
+	}
+}
+
+// TestGateVouchedIPsAnnotation (issue 9, bug 6): the IPs a True condition
+// vouches for are written in an annotation with it, and read back from there,
+// whatever the condition's message says.
+func TestGateVouchedIPsAnnotation(t *testing.T) {
+	f := newGateFixture(t, pod("db-0", "10.0.0.1"))
+	f.prober.serve("db-0.db.example.test", "10.0.0.1")
+	f.observe()
+	f.gate.Wait()
+	f.observe()
+	p := f.takePatches()
+	if len(p) != 1 || !containsAll(p[0], `"`+AnnotationVouchedIPs+`":"10.0.0.1"`) {
+		t.Fatalf("patches = %v, want the condition with %s 10.0.0.1", p, AnnotationVouchedIPs)
+	}
+
+	// After a restart: a True condition whose message was reworded, with the
+	// annotation, is trusted for the annotation's IPs.
+	p0 := pod("db-0", "10.0.0.1")
+	p0.Annotations = map[string]string{AnnotationVouchedIPs: "10.0.0.1"}
+	p0.Status.Conditions = []corev1.PodCondition{{Type: policy.ConditionDNSPropagated, Status: corev1.ConditionTrue,
+		Message: "propagated (any words)"}}
+	g := newGateFixture(t, p0)
+	if s := g.observe()["db-0"]; !s.Propagated {
+		t.Fatal("a condition whose annotation vouches for the pod's IP was not trusted")
+	}
+	g.gate.Wait()
+	if p := g.takePatches(); len(p) != 0 {
+		t.Fatalf("an up-to-date condition was patched: %v", p)
+	}
+	// The annotation names another IP: not trusted, and turned False.
+	p1 := p0.DeepCopy()
+	p1.Annotations[AnnotationVouchedIPs] = "10.0.0.7"
+	p1.Status.Conditions[0].Message = "db-0.db.example.test resolves to 10.0.0.1 at every authoritative server"
+	h := newGateFixture(t, p1)
+	if s := h.observe()["db-0"]; s.Propagated {
+		t.Fatal("the message was believed over the annotation")
+	}
+	if p := h.takePatches(); len(p) != 1 || !containsAll(p[0], `"status":"False"`) {
+		t.Fatalf("patches = %v, want the condition turned False", p)
+	}
+}
+
+func waitFor(cond func() bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return errors.New("condition not met")
 }

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -96,3 +97,55 @@ func TestFactoryTrimsCachedObjects(t *testing.T) {
 		t.Errorf("cached pod not trimmed: managedFields %v, containers %v", p.ManagedFields, p.Spec.Containers)
 	}
 }
+
+// TestPodFactoryCachesOnlyStatefulSetPods: pods that no StatefulSet owns (no
+// statefulset.kubernetes.io/pod-name label) never reach the informer's store,
+// and the list and watch ask the API server for StatefulSet pods only.
+func TestPodFactoryCachesOnlyStatefulSetPods(t *testing.T) {
+	owned := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Namespace: "ns", UID: "p1",
+		Labels:          map[string]string{StatefulSetPodLabel: "db-0"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "sts-uid", Controller: ptrTrue()}}}}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-abc", Namespace: "ns", UID: "p2",
+		Labels: map[string]string{"app": "web"}}}
+	client := fake.NewClientset(owned, other)
+	f := NewPodFactory(client, "ns", 0)
+	inf := f.Core().V1().Pods().Informer()
+	if err := AddPodIndexers(inf); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	f.Start(stop)
+	f.WaitForCacheSync(stop)
+	if _, ok, _ := inf.GetStore().GetByKey("ns/web-abc"); ok {
+		t.Errorf("a pod no StatefulSet owns reached the store")
+	}
+	if _, ok, _ := inf.GetStore().GetByKey("ns/db-0"); !ok {
+		t.Errorf("the StatefulSet's pod is not cached")
+	}
+	for _, a := range client.Actions() {
+		if a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			continue
+		}
+		var sel string
+		switch a := a.(type) {
+		case interface {
+			GetListRestrictions() k8stesting.ListRestrictions
+		}:
+			sel = a.GetListRestrictions().Labels.String()
+		case interface {
+			GetWatchRestrictions() k8stesting.WatchRestrictions
+		}:
+			sel = a.GetWatchRestrictions().Labels.String()
+		}
+		if sel != StatefulSetPodLabel {
+			t.Errorf("%s pods with label selector %q, want %q", a.GetVerb(), sel, StatefulSetPodLabel)
+		}
+	}
+	pods, err := PodsControlledBy(inf.GetIndexer(), "sts-uid")
+	if err != nil || len(pods) != 1 || pods[0].Name != "db-0" {
+		t.Errorf("PodsControlledBy(sts-uid) = %v, %v; want [db-0]", pods, err)
+	}
+}
+
+func ptrTrue() *bool { b := true; return &b }

@@ -6,11 +6,13 @@ package pdb
 
 import (
 	"fmt"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Budget is one PodDisruptionBudget as the planner sees it.
@@ -36,6 +38,23 @@ func Headroom(b *policyv1.PodDisruptionBudget) Budget {
 	return Budget{Name: b.Name, Allowed: allowed, Stale: stale}
 }
 
+// parseSelector is metav1.LabelSelectorAsSelector; a variable so a test can
+// count the parses.
+var parseSelector = metav1.LabelSelectorAsSelector
+
+// Selector is the budget's selector, parsed. A nil selector selects nothing
+// (labels.Nothing); an empty one selects every pod of the namespace.
+func Selector(b *policyv1.PodDisruptionBudget) (labels.Selector, error) {
+	if b.Spec.Selector == nil {
+		return labels.Nothing(), nil
+	}
+	sel, err := parseSelector(b.Spec.Selector)
+	if err != nil {
+		return labels.Nothing(), fmt.Errorf("PodDisruptionBudget %s/%s: invalid selector: %w", b.Namespace, b.Name, err)
+	}
+	return sel, nil
+}
+
 // Selects reports whether the budget selects the pod, as the eviction API
 // decides it: same namespace, and a selector that matches the pod's labels. A
 // nil selector selects nothing; an empty one selects every pod of the namespace.
@@ -43,33 +62,110 @@ func Selects(b *policyv1.PodDisruptionBudget, pod *corev1.Pod) (bool, error) {
 	if b.Namespace != pod.Namespace || b.Spec.Selector == nil {
 		return false, nil
 	}
-	sel, err := metav1.LabelSelectorAsSelector(b.Spec.Selector)
+	sel, err := Selector(b)
 	if err != nil {
-		return false, fmt.Errorf("PodDisruptionBudget %s/%s: invalid selector: %w", b.Namespace, b.Name, err)
+		return false, err
 	}
 	return sel.Matches(labels.Set(pod.Labels)), nil
 }
 
 // ForPods maps each pod's name to the budgets that select it. A budget whose
 // selector does not parse selects nothing and is returned in the error, so the
-// caller can say so; the rest of the mapping is still complete.
+// caller can say so; the rest of the mapping is still complete. Each budget's
+// selector is parsed once.
 func ForPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod) (map[string][]Budget, error) {
-	out := make(map[string][]Budget, len(pods))
+	return forPods(budgets, pods, Selector)
+}
+
+// ForPods is the package's ForPods with the selectors taken from the cache.
+func (s *Selectors) ForPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod) (map[string][]Budget, error) {
+	return forPods(budgets, pods, s.Get)
+}
+
+func forPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, selector func(*policyv1.PodDisruptionBudget) (labels.Selector, error)) (map[string][]Budget, error) {
+	var out map[string][]Budget
+	if len(budgets) > 0 {
+		out = make(map[string][]Budget, len(pods))
+	} else {
+		out = map[string][]Budget{}
+	}
 	var firstErr error
 	for _, b := range budgets {
-		h := Headroom(b)
-		for _, p := range pods {
-			ok, err := Selects(b, p)
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				break
+		if b.Spec.Selector == nil {
+			continue
+		}
+		sel, err := selector(b)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
 			}
-			if ok {
-				out[p.Name] = append(out[p.Name], h)
+			continue
+		}
+		// One element with no spare capacity, shared by every pod it
+		// selects: a pod that a second budget selects gets a copy on append.
+		var h []Budget
+		for _, p := range pods {
+			if p.Namespace == b.Namespace && sel.Matches(labels.Set(p.Labels)) {
+				if h == nil {
+					h = []Budget{Headroom(b)}
+				}
+				if cur := out[p.Name]; cur == nil {
+					out[p.Name] = h
+				} else {
+					out[p.Name] = append(cur, h[0])
+				}
 			}
 		}
 	}
 	return out, firstErr
+}
+
+// Selectors caches parsed budget selectors by budget UID, so a selector is
+// parsed once per version of its budget rather than once per sync. Objects
+// from an informer cache are never changed in place, so the selector's address
+// identifies the version: a new object parses anew. Safe for concurrent use.
+type Selectors struct {
+	mu sync.Mutex
+	m  map[types.UID]parsed
+}
+
+type parsed struct {
+	from *metav1.LabelSelector
+	sel  labels.Selector
+	err  error
+}
+
+// Get returns the budget's parsed selector, as Selector does.
+func (s *Selectors) Get(b *policyv1.PodDisruptionBudget) (labels.Selector, error) {
+	if b.UID == "" || b.Spec.Selector == nil {
+		return Selector(b)
+	}
+	s.mu.Lock()
+	p, ok := s.m[b.UID]
+	s.mu.Unlock()
+	if ok && p.from == b.Spec.Selector {
+		return p.sel, p.err
+	}
+	sel, err := Selector(b)
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[types.UID]parsed{}
+	}
+	s.m[b.UID] = parsed{from: b.Spec.Selector, sel: sel, err: err}
+	s.mu.Unlock()
+	return sel, err
+}
+
+// Forget drops a deleted budget's selector.
+func (s *Selectors) Forget(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, uid)
+}
+
+// Len is how many selectors the cache holds.
+func (s *Selectors) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
 }

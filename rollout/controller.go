@@ -30,7 +30,10 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/stsroller/stsroller/dnsgate"
+	"github.com/stsroller/stsroller/informers"
 	"github.com/stsroller/stsroller/metrics"
+	"github.com/stsroller/stsroller/pdb"
 	"github.com/stsroller/stsroller/policy"
 )
 
@@ -45,6 +48,8 @@ const (
 	// statusCountsInterval spaces writes of the status that change only its
 	// counts and words.
 	statusCountsInterval = 2 * time.Second
+	// conflictRetry: a pod changed or gone since it was planned.
+	conflictRetry = time.Second
 )
 
 // PodRemover removes pods: Delete directly, Evict through the Eviction API.
@@ -53,13 +58,15 @@ type PodRemover interface {
 	Evict(ctx context.Context, pod *corev1.Pod) error
 }
 
-// DNSGate tells the planner which pods resolve at the authoritative DNS servers,
-// and keeps their stsroller.io/dns-propagated condition current. Observe must
-// not block on DNS: it answers from what it knows and checks in the background,
-// calling the controller's Enqueue when an answer arrives. It returns when to
-// look again (0 for never).
+// DNSGate tells the planner which pods resolve at the authoritative DNS
+// servers. Observe is read-only and must not block on DNS: it answers from
+// what it knows, checks in the background, and calls the controller's Enqueue
+// when an answer changes. The condition writes it wants come back in the view;
+// the controller applies them after planning.
 type DNSGate interface {
-	Observe(ctx context.Context, sts *appsv1.StatefulSet, domain string, pods []*corev1.Pod) (map[string]policy.DNSState, time.Duration, error)
+	Observe(ctx context.Context, sts *appsv1.StatefulSet, domain string, pods []*corev1.Pod) dnsgate.View
+	// Apply writes one change; false, nil when the pod is gone or replaced.
+	Apply(ctx context.Context, c dnsgate.Change) (bool, error)
 	// Forget drops what the gate holds for a StatefulSet no longer managed.
 	Forget(key cache.ObjectName)
 }
@@ -88,6 +95,17 @@ type Controller struct {
 	starts map[cache.ObjectName]time.Time
 	// lastWrite is when each StatefulSet's status was last written.
 	lastWrite map[cache.ObjectName]time.Time
+	// written is the status last written per StatefulSet, for syncs that
+	// run before the informer shows our own patch.
+	written map[cache.ObjectName]writtenStatus
+	// gauged is the phase and reason each StatefulSet counts under in the
+	// gauges.
+	gauged map[cache.ObjectName]gaugeLabels
+
+	podIndexer cache.Indexer
+	stsIndexer cache.Indexer
+	selectors  pdb.Selectors
+	budgets    budgetUsers
 }
 
 // Options are the controller's collaborators; zero fields get defaults.
@@ -99,6 +117,9 @@ type Options struct {
 	// stsroller.io/dns-domain are reported InvalidConfig.
 	Gate    DNSGate
 	Metrics *metrics.Metrics
+	// PodFactory, when set, provides the pod informer (informers.NewPodFactory:
+	// StatefulSet pods only); else the main factory does. Start both.
+	PodFactory kinformers.SharedInformerFactory
 }
 
 // QueueName names the workqueue in its metrics.
@@ -118,10 +139,21 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		opts.Metrics = metrics.New()
 	}
 	if opts.Recorder == nil {
-		opts.Recorder = &record.FakeRecorder{}
+		// Events are half of what users see: a controller that drops them
+		// silently is misconfigured.
+		return nil, errors.New("rollout.New: Options.Recorder is required")
+	}
+	if opts.PodFactory == nil {
+		opts.PodFactory = factory
 	}
 	stsInformer := factory.Apps().V1().StatefulSets()
-	podInformer := factory.Core().V1().Pods()
+	podInformer := opts.PodFactory.Core().V1().Pods()
+	if err := informers.AddPodIndexers(podInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("indexing pods: %w", err)
+	}
+	if err := informers.AddStatefulSetIndexers(stsInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("indexing StatefulSets: %w", err)
+	}
 	pdbInformer := factory.Policy().V1().PodDisruptionBudgets()
 	svcInformer := factory.Core().V1().Services()
 	c := &Controller{
@@ -144,6 +176,11 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		phases:       map[cache.ObjectName]*policy.Status{},
 		starts:       map[cache.ObjectName]time.Time{},
 		lastWrite:    map[cache.ObjectName]time.Time{},
+		written:      map[cache.ObjectName]writtenStatus{},
+		gauged:       map[cache.ObjectName]gaugeLabels{},
+		podIndexer:   podInformer.Informer().GetIndexer(),
+		stsIndexer:   stsInformer.Informer().GetIndexer(),
+		budgets:      newBudgetUsers(),
 	}
 	handlers := []struct {
 		informer cache.SharedIndexInformer
@@ -160,9 +197,9 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 			DeleteFunc: c.enqueuePodOwner,
 		}},
 		{pdbInformer.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc:    c.enqueueNamespaceOf,
-			UpdateFunc: c.updateNamespaced,
-			DeleteFunc: c.enqueueNamespaceOf,
+			AddFunc:    c.addBudget,
+			UpdateFunc: c.updateBudget,
+			DeleteFunc: c.deleteBudget,
 		}},
 		{svcInformer.Informer(), cache.ResourceEventHandlerFuncs{
 			AddFunc:    c.enqueueServiceUsers,
@@ -255,8 +292,11 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 	plan := policy.Compute(in.Input)
 	requeue := plan.RequeueAfter
-	if d := in.dnsRequeue; d > 0 && (requeue == 0 || d < requeue) {
-		requeue = d
+	if sts.DeletionTimestamp != nil && len(plan.Deletions) > 0 {
+		// The StatefulSet is being deleted: nobody may recreate what we
+		// remove. The planner refuses too; the shell never trusts that alone.
+		logger.V(2).Info("StatefulSet is being deleted; removing no pods", "planned", len(plan.Deletions))
+		plan.Deletions = nil
 	}
 
 	var actErr error
@@ -278,6 +318,11 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 			break
 		}
 	}
+	// The DNS gate's condition writes, after the plan: a failed write is an
+	// error to retry with back-off, never a verdict on the configuration.
+	if err := c.applyDNS(ctx, in.dnsChanges); err != nil && actErr == nil {
+		actErr = err
+	}
 	if err := c.writeStatus(ctx, key, sts, in.Previous, &plan.Status); err != nil && actErr == nil {
 		actErr = err
 	}
@@ -292,25 +337,49 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	return nil
 }
 
-// input is the planner's input with the DNS gate's own wish to look again.
-type input struct {
-	policy.Input
-	dnsRequeue time.Duration
+// applyDNS writes the DNS gate's condition changes, each with its event.
+func (c *Controller) applyDNS(ctx context.Context, changes []dnsgate.Change) error {
+	for _, ch := range changes {
+		ok, err := c.gate.Apply(ctx, ch)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.recorder.Event(ch.Pod, corev1.EventTypeNormal, ch.Reason, ch.Message)
+		}
+	}
+	return nil
 }
 
+// input is the planner's input with the DNS gate's condition writes.
+type input struct {
+	policy.Input
+	dnsChanges []dnsgate.Change
+}
+
+// input gathers the planner's input. It reads and writes nothing outside the
+// controller's own memory.
 func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet) (input, error) {
-	base, err := Gather(ctx, listerSource{c}, sts)
+	base, err := gather(ctx, listerSource{c}, sts, &c.selectors)
 	if err != nil {
 		return input{}, err
 	}
+	c.budgets.set(key, base.Budgets)
 	in := input{Input: base}
+	in.Previous = c.previous(key, sts, in.Previous)
 	in.AwaitingDeletions = c.expectations.outstanding(key, in.Pods)
 	in.Now = c.clock.Now()
+	if c.gate != nil && (in.ConfigError != nil || in.Config.DNSDomain == "") {
+		// The gate is off for this StatefulSet (or cannot be read): its
+		// background checks stop.
+		c.gate.Forget(key)
+	}
 	if in.ConfigError == nil && in.Config.DNSDomain != "" {
 		if c.gate == nil {
 			in.DNSError = errors.New("the DNS gate is off in this stsroller: " + policy.AnnotationDNSDomain + " cannot be honoured")
 		} else {
-			in.DNS, in.dnsRequeue, in.DNSError = c.gate.Observe(ctx, sts, in.Config.DNSDomain, in.Pods)
+			v := c.gate.Observe(ctx, sts, in.Config.DNSDomain, in.Pods)
+			in.DNS, in.DNSError, in.dnsChanges = v.States, v.Err, v.Changes
 		}
 	}
 	return in, nil
@@ -319,8 +388,10 @@ func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv
 // listerSource reads from the controller's informer caches.
 type listerSource struct{ c *Controller }
 
-func (s listerSource) Pods(_ context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
-	return s.c.podLister.Pods(namespace).List(sel)
+// Pods reads the StatefulSet's pods from the index by controller UID: the
+// cost is the StatefulSet's pods, not the namespace's.
+func (s listerSource) Pods(_ context.Context, sts *appsv1.StatefulSet) ([]*corev1.Pod, error) {
+	return informers.PodsControlledBy(s.c.podIndexer, sts.UID)
 }
 
 func (s listerSource) Budgets(_ context.Context, namespace string) ([]*policyv1.PodDisruptionBudget, error) {
@@ -341,6 +412,12 @@ func (s listerSource) Service(_ context.Context, namespace, name string) (*corev
 // plan sees it as it is.
 func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet, cfg policy.Config, d policy.Deletion) (string, error) {
 	logger := klog.FromContext(ctx).WithValues("pod", klog.KObj(d.Pod))
+	if !controlledBy(d.Pod, sts) {
+		// Never touch a pod that is not this StatefulSet's (orphaned, or
+		// owned by another object of the same name).
+		logger.Info("Not removing a pod the StatefulSet does not control")
+		return "", nil
+	}
 	var err error
 	switch d.Method {
 	case policy.MethodDelete:
@@ -355,8 +432,10 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 		logger.V(4).Info("Eviction blocked by a PodDisruptionBudget", "err", err)
 		return fmt.Sprintf("the API server refused to evict %s: %v", d.Pod.Name, err), nil
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		logger.V(4).Info("Pod changed since it was planned; planning again", "err", err)
-		c.queue.Add(key)
+		// The pod's own update or deletion requeues us; this is the
+		// fallback, spaced so that a pod that keeps changing is no hot loop.
+		logger.V(4).Info("Pod changed since it was planned; planning again", "err", err, "after", conflictRetry)
+		c.queue.AddAfter(key, conflictRetry)
 		return "", nil
 	default:
 		return "", fmt.Errorf("removing pod %s/%s (%s): %w", d.Pod.Namespace, d.Pod.Name, d.Method, err)
@@ -398,7 +477,7 @@ func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts 
 	if err != nil {
 		return err
 	}
-	_, err = c.client.AppsV1().StatefulSets(sts.Namespace).Patch(ctx, sts.Name, mergePatch, patch,
+	got, err := c.client.AppsV1().StatefulSets(sts.Namespace).Patch(ctx, sts.Name, mergePatch, patch,
 		metav1.PatchOptions{FieldManager: FieldManager})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -406,8 +485,13 @@ func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts 
 	if err != nil {
 		return fmt.Errorf("writing status of %s/%s: %w", sts.Namespace, sts.Name, err)
 	}
+	w := writtenStatus{status: policy.ParseStatus(map[string]string{policy.AnnotationStatus: next.Encode()}), readAt: sts.ResourceVersion}
+	if got != nil {
+		w.writtenAt = got.ResourceVersion
+	}
 	c.mu.Lock()
 	c.lastWrite[key] = now
+	c.written[key] = w
 	c.mu.Unlock()
 	for _, e := range policy.Events(prev, next) {
 		c.recorder.Event(sts, e.Type, e.Reason, e.Message)
@@ -436,7 +520,7 @@ func (c *Controller) observe(key cache.ObjectName, prev, next *policy.Status) {
 	}
 	s := *next
 	c.phases[key] = &s
-	c.updateGaugesLocked()
+	c.gaugeLocked(key, &s)
 }
 
 func (c *Controller) forget(key cache.ObjectName) {
@@ -449,16 +533,51 @@ func (c *Controller) forget(key cache.ObjectName) {
 	delete(c.phases, key)
 	delete(c.starts, key)
 	delete(c.lastWrite, key)
-	c.updateGaugesLocked()
+	delete(c.written, key)
+	c.gaugeLocked(key, nil)
+	c.budgets.set(key, nil)
 }
 
-func (c *Controller) updateGaugesLocked() {
-	c.metrics.Rollouts.Reset()
-	c.metrics.RolloutsBlocked.Reset()
-	for _, s := range c.phases {
-		c.metrics.Rollouts.WithLabelValues(string(s.Phase)).Inc()
-		if s.Phase == policy.PhaseBlocked || s.Phase == policy.PhaseStalled || s.Phase == policy.PhaseInvalid {
-			c.metrics.RolloutsBlocked.WithLabelValues(s.Reason).Inc()
+// gaugeLabels is where one StatefulSet counts in the phase gauges.
+type gaugeLabels struct {
+	phase   policy.Phase
+	blocked string // the reason, when blocked, stalled or invalid
+}
+
+func labelsOf(s *policy.Status) (gaugeLabels, bool) {
+	if s == nil {
+		return gaugeLabels{}, false
+	}
+	l := gaugeLabels{phase: s.Phase}
+	if s.Phase == policy.PhaseBlocked || s.Phase == policy.PhaseStalled || s.Phase == policy.PhaseInvalid {
+		l.blocked = s.Reason
+	}
+	return l, true
+}
+
+// gaugeLocked moves the StatefulSet in the phase gauges from where it counted
+// to where next puts it (nil: nowhere). The gauges change by one step at a
+// time, never reset, so a scrape never sees a managed StatefulSet missing.
+// c.mu is held.
+func (c *Controller) gaugeLocked(key cache.ObjectName, next *policy.Status) {
+	old, had := c.gauged[key]
+	cur, has := labelsOf(next)
+	if had == has && old == cur {
+		return
+	}
+	if has {
+		c.metrics.Rollouts.WithLabelValues(string(cur.phase)).Inc()
+		if cur.blocked != "" {
+			c.metrics.RolloutsBlocked.WithLabelValues(cur.blocked).Inc()
+		}
+		c.gauged[key] = cur
+	} else {
+		delete(c.gauged, key)
+	}
+	if had {
+		c.metrics.Rollouts.WithLabelValues(string(old.phase)).Dec()
+		if old.blocked != "" {
+			c.metrics.RolloutsBlocked.WithLabelValues(old.blocked).Dec()
 		}
 	}
 }

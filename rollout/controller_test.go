@@ -39,9 +39,13 @@ type fixture struct {
 	pods     []*corev1.Pod
 	pdbs     []*policyv1.PodDisruptionBudget
 	reactors []core.ReactionFunc
-	recorder *record.FakeRecorder
-	clock    *clocktesting.FakeClock
-	c        *Controller
+	// more reactors, by verb and resource ("*" for any)
+	verbReactors []verbReactor
+	gate         func(f *fixture) DNSGate
+	factory      kinformers.SharedInformerFactory
+	recorder     *record.FakeRecorder
+	clock        *clocktesting.FakeClock
+	c            *Controller
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -66,8 +70,16 @@ func (f *fixture) run(key cache.ObjectName) error {
 		for _, r := range f.reactors {
 			f.client.PrependReactor("create", "pods", r)
 		}
+		for _, r := range f.verbReactors {
+			f.client.PrependReactor(r.verb, r.resource, r.fn)
+		}
 		factory := kinformers.NewSharedInformerFactory(f.client, 0)
-		c, err := New(ctx, f.client, factory, Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New()})
+		f.factory = factory
+		opts := Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New()}
+		if f.gate != nil {
+			opts.Gate = f.gate(f)
+		}
+		c, err := New(ctx, f.client, factory, opts)
 		if err != nil {
 			f.t.Fatal(err)
 		}
@@ -83,6 +95,11 @@ func (f *fixture) run(key cache.ObjectName) error {
 		f.c = c
 	}
 	return f.c.sync(ctx, key)
+}
+
+type verbReactor struct {
+	verb, resource string
+	fn             core.ReactionFunc
 }
 
 func mustAdd(t *testing.T, idx cache.Indexer, obj any) {

@@ -18,7 +18,9 @@ import (
 // Source is where the planner's input is read from: the controller's
 // informer caches, or the live API for `kubectl stsroller plan`.
 type Source interface {
-	Pods(ctx context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error)
+	// Pods returns the StatefulSet's pods, or a superset of them: Gather
+	// keeps those that match its selector and that it controls.
+	Pods(ctx context.Context, sts *appsv1.StatefulSet) ([]*corev1.Pod, error)
 	Budgets(ctx context.Context, namespace string) ([]*policyv1.PodDisruptionBudget, error)
 	// Service returns nil, nil when the Service does not exist.
 	Service(ctx context.Context, namespace, name string) (*corev1.Service, error)
@@ -29,6 +31,11 @@ type Source interface {
 // status. The caller adds what only it knows: deletions awaiting observation,
 // the DNS gate's view and the time.
 func Gather(ctx context.Context, src Source, sts *appsv1.StatefulSet) (policy.Input, error) {
+	return gather(ctx, src, sts, nil)
+}
+
+// gather is Gather with budget selectors from a cache (nil: parsed anew).
+func gather(ctx context.Context, src Source, sts *appsv1.StatefulSet, selectors *pdb.Selectors) (policy.Input, error) {
 	cfg, cfgErr := policy.ParseConfig(sts)
 	in := policy.Input{
 		StatefulSet: sts,
@@ -45,7 +52,11 @@ func Gather(ctx context.Context, src Source, sts *appsv1.StatefulSet) (policy.In
 	if err != nil {
 		return in, err
 	}
-	in.Budgets, in.BudgetError = pdb.ForPods(budgets, pods)
+	if selectors != nil {
+		in.Budgets, in.BudgetError = selectors.ForPods(budgets, pods)
+	} else {
+		in.Budgets, in.BudgetError = pdb.ForPods(budgets, pods)
+	}
 	if sts.Spec.ServiceName != "" {
 		if in.Service, err = src.Service(ctx, sts.Namespace, sts.Spec.ServiceName); err != nil {
 			return in, err
@@ -61,13 +72,13 @@ func podsOf(ctx context.Context, src Source, sts *appsv1.StatefulSet) ([]*corev1
 	if err != nil {
 		return nil, nil // the API server validates selectors; nothing matches a broken one
 	}
-	all, err := src.Pods(ctx, sts.Namespace, sel)
+	all, err := src.Pods(ctx, sts)
 	if err != nil {
 		return nil, err
 	}
-	pods := all[:0:0]
+	pods := make([]*corev1.Pod, 0, len(all))
 	for _, p := range all {
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == sts.UID {
+		if p.Namespace == sts.Namespace && controlledBy(p, sts) && sel.Matches(labels.Set(p.Labels)) {
 			pods = append(pods, p)
 		}
 	}
@@ -79,8 +90,12 @@ type APISource struct {
 	Client kubernetes.Interface
 }
 
-func (s APISource) Pods(ctx context.Context, namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
-	l, err := s.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+func (s APISource) Pods(ctx context.Context, sts *appsv1.StatefulSet) ([]*corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(sts.Spec.Selector)
+	if err != nil {
+		return nil, nil
+	}
+	l, err := s.Client.CoreV1().Pods(sts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
 		return nil, err
 	}

@@ -5,11 +5,15 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/stsroller/stsroller/informers"
 	"github.com/stsroller/stsroller/policy"
 )
 
@@ -81,31 +85,91 @@ func (c *Controller) updatePod(old, cur any) {
 	c.enqueuePodOwner(cur)
 }
 
-// enqueueNamespaceOf enqueues every managed StatefulSet in the object's
-// namespace: a PodDisruptionBudget may select any of their pods.
-func (c *Controller) enqueueNamespaceOf(obj any) {
-	m, ok := unwrap(obj).(metav1.Object)
-	if !ok {
+// addBudget, updateBudget and deleteBudget re-plan the managed StatefulSets
+// a PodDisruptionBudget concerns: those whose pod template its selector
+// matches now (or matched before an update), and those whose pods it selected
+// at their last gather. The cost is the StatefulSets found, not the
+// namespace's: a template label index finds the candidates.
+func (c *Controller) addBudget(obj any) {
+	if b, ok := obj.(*policyv1.PodDisruptionBudget); ok {
+		c.enqueueBudgetUsers(b)
+	}
+}
+
+func (c *Controller) updateBudget(old, cur any) {
+	o, ok1 := old.(*policyv1.PodDisruptionBudget)
+	n, ok2 := cur.(*policyv1.PodDisruptionBudget)
+	if !ok1 || !ok2 || o.ResourceVersion == n.ResourceVersion {
 		return
 	}
-	all, err := c.stsLister.StatefulSets(m.GetNamespace()).List(labels.Everything())
-	if err != nil {
+	c.enqueueBudgetUsers(n)
+	if !equality.Semantic.DeepEqual(o.Spec.Selector, n.Spec.Selector) {
+		c.enqueueBudgetUsers(o)
+	}
+}
+
+func (c *Controller) deleteBudget(obj any) {
+	if b, ok := unwrap(obj).(*policyv1.PodDisruptionBudget); ok {
+		c.selectors.Forget(b.UID)
+		c.enqueueBudgetUsers(b)
+	}
+}
+
+func (c *Controller) enqueueBudgetUsers(b *policyv1.PodDisruptionBudget) {
+	seen := map[cache.ObjectName]bool{}
+	add := func(k cache.ObjectName) {
+		if !seen[k] {
+			seen[k] = true
+			c.queue.Add(k)
+		}
+	}
+	for _, k := range c.budgets.get(cache.MetaObjectToName(b)) {
+		add(k)
+	}
+	sel, err := c.selectors.Get(b)
+	if err != nil || b.Spec.Selector == nil {
 		return
 	}
-	for _, sts := range all {
-		if policy.Enabled(sts) {
-			c.queue.Add(cache.MetaObjectToName(sts))
+	for _, sts := range c.templateCandidates(b.Namespace, sel) {
+		if policy.Enabled(sts) && sel.Matches(labels.Set(sts.Spec.Template.Labels)) {
+			add(cache.MetaObjectToName(sts))
 		}
 	}
 }
 
-func (c *Controller) updateNamespaced(old, cur any) {
-	o, ok1 := old.(metav1.Object)
-	n, ok2 := cur.(metav1.Object)
-	if !ok1 || !ok2 || o.GetResourceVersion() == n.GetResourceVersion() {
-		return
+// templateCandidates are the StatefulSets of the namespace that may have pod
+// templates the selector matches: those with the label of its first equality
+// requirement, else (a selector of only Exists, NotIn... or an empty one,
+// which selects the whole namespace) every StatefulSet of the namespace.
+func (c *Controller) templateCandidates(namespace string, sel labels.Selector) []*appsv1.StatefulSet {
+	reqs, _ := sel.Requirements()
+	for _, r := range reqs {
+		var values []string
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			values = r.Values().List()
+		default:
+			continue
+		}
+		var out []*appsv1.StatefulSet
+		for _, v := range values {
+			objs, err := c.stsIndexer.ByIndex(informers.ByTemplateLabel, informers.TemplateLabelKey(namespace, r.Key(), v))
+			if err != nil {
+				return nil
+			}
+			for _, o := range objs {
+				if sts, ok := o.(*appsv1.StatefulSet); ok {
+					out = append(out, sts)
+				}
+			}
+		}
+		return out
 	}
-	c.enqueueNamespaceOf(cur)
+	all, err := c.stsLister.StatefulSets(namespace).List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	return all
 }
 
 // enqueueServiceUsers enqueues the managed StatefulSets the Service governs.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -192,21 +193,28 @@ func runController(ctx context.Context, o *options, client kubernetes.Interface,
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "stsroller"})
 
 	factory := informers.NewFactory(client, o.namespace, o.resync)
+	podFactory := informers.NewPodFactory(client, o.namespace, o.resync)
 	var c *rollout.Controller
 	gate := dnsgate.New(ctx, prober, client, func(k cache.ObjectName) { c.Enqueue(k) }, dnsgate.Options{
 		Concurrency: o.dnsConcurrency, CheckTimeout: o.dnsCheck, Recheck: o.dnsRecheck, Rounds: o.dnsRounds,
-		Metrics: m, Recorder: recorder,
+		Metrics: m,
 	})
-	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m})
+	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m, PodFactory: podFactory})
 	if err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())
+	podFactory.Start(ctx.Done())
 	defer factory.Shutdown()
+	defer podFactory.Shutdown()
 	go func() {
-		for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				return
+		for _, f := range []interface {
+			WaitForCacheSync(<-chan struct{}) map[reflect.Type]bool
+		}{factory, podFactory} {
+			for _, ok := range f.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return
+				}
 			}
 		}
 		ready.Store(true)

@@ -80,20 +80,14 @@ func run(ctx context.Context, keep bool) error {
 		return err
 	}
 
-	// stsroller, in this process.
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	factory := informers.NewFactory(client, ns, 10*time.Minute)
-	ctrl, err := rollout.New(ctx, client, factory, rollout.Options{
-		Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "stsroller"}),
-	})
+	// The demo's own goroutines end before the cluster stops.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopStsroller, err := startStsroller(ctx, client)
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	go func() { _ = ctrl.Run(ctx, 2) }()
+	defer stopStsroller()
 
 	if err := setUp(ctx, client); err != nil {
 		return err
@@ -154,6 +148,42 @@ func run(ctx context.Context, keep bool) error {
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// startStsroller runs stsroller in this process. The returned func stops it
+// and returns once it has stopped: it cancels the controller's context first,
+// then waits for the controller and the informers (a factory's Shutdown waits
+// for informers that only stop when their context is done: called before the
+// cancel, it never returns).
+func startStsroller(ctx context.Context, client kubernetes.Interface) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	factory := informers.NewFactory(client, ns, 10*time.Minute)
+	podFactory := informers.NewPodFactory(client, ns, 10*time.Minute)
+	ctrl, err := rollout.New(ctx, client, factory, rollout.Options{
+		Recorder:   broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "stsroller"}),
+		PodFactory: podFactory,
+	})
+	if err != nil {
+		cancel()
+		broadcaster.Shutdown()
+		return nil, err
+	}
+	factory.Start(ctx.Done())
+	podFactory.Start(ctx.Done())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = ctrl.Run(ctx, 2)
+	}()
+	return func() {
+		cancel()
+		<-ran
+		factory.Shutdown()
+		podFactory.Shutdown()
+		broadcaster.Shutdown()
+	}, nil
 }
 
 func setUp(ctx context.Context, client kubernetes.Interface) error {
