@@ -60,8 +60,12 @@ func TestForecast(t *testing.T) {
 			total: 30 * s, complete: true, then: "WaitingForAvailability",
 		},
 		{
-			name:    "batches of two, the broken pod first, the leader last",
-			members: []Input{func() Input { in := member("a", ann(AnnotationMaxUnavailable, "2"), "o", "O", "o", "o"); leader(in.Pods[3]); return in }()},
+			name: "batches of two, the broken pod first, the leader last",
+			members: []Input{func() Input {
+				in := member("a", ann(AnnotationMaxUnavailable, "2"), "o", "O", "o", "o")
+				leader(in.Pods[3])
+				return in
+			}()},
 			want: []fcStep{
 				// a-3 goes as soon as a-0's deletion is seen: one batch.
 				{"a", 0, []string{"a-1", "a-2"}}, {"a", 10 * s, []string{"a-0", "a-3"}},
