@@ -338,8 +338,13 @@ func RunForecast(fi ForecastInput) Forecast {
 		open = nil
 		// The next thing that happens.
 		var next time.Time
+		due := false // something is due now: a pod gone at once
 		soonest := func(at time.Time) {
-			if at.After(t) && (next.IsZero() || at.Before(next)) {
+			switch {
+			case at.IsZero():
+			case !at.After(t):
+				due = true
+			case next.IsZero() || at.Before(next):
 				next = at
 			}
 		}
@@ -348,10 +353,14 @@ func RunForecast(fi ForecastInput) Forecast {
 			for _, fp := range m.pods {
 				soonest(fp.goneAt)
 				soonest(fp.readyAt)
-				if minReady > 0 && IsRunningAndReady(fp.pod) {
-					soonest(readySince(fp.pod).Add(minReady))
+				if at := readySince(fp.pod).Add(minReady); minReady > 0 && IsRunningAndReady(fp.pod) && at.After(t) {
+					soonest(at)
 				}
 			}
+		}
+		if due {
+			advance()
+			continue
 		}
 		if next.IsZero() {
 			break
@@ -371,14 +380,16 @@ func RunForecast(fi ForecastInput) Forecast {
 				m.sum.End = m.doneAt.Sub(now)
 			}
 		}
-		for _, o := range slices.Sorted(maps.Keys(m.pods)) {
-			if p := m.pods[o].pod; Revision(p) != m.in.StatefulSet.Status.UpdateRevision {
-				m.sum.Kept = append(m.sum.Kept, p.Name)
-			}
-		}
 		if st.Phase.Rolling() || st.Phase == PhasePaused || st.Phase == PhaseInvalid {
 			fc.Complete = false
 			fc.Blocked = append(fc.Blocked, m.sum)
+		} else {
+			// Done: what is left at an old revision, the partition keeps.
+			for _, o := range slices.Sorted(maps.Keys(m.pods)) {
+				if p := m.pods[o].pod; Revision(p) != m.in.StatefulSet.Status.UpdateRevision {
+					m.sum.Kept = append(m.sum.Kept, p.Name)
+				}
+			}
 		}
 		fc.Members = append(fc.Members, m.sum)
 	}
