@@ -1,11 +1,9 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -219,7 +217,7 @@ func writeForecast(out io.Writer, sts *appsv1.StatefulSet, o forecastOutput, fc 
 }
 
 // measureTiming estimates a replacement's times from the StatefulSet's pods:
-// the median from creation to Ready (pods that are Ready now), and the median
+// the mean from creation to Ready (pods that are Ready now), and the mean
 // from stsroller's deletion of a pod (its DeletedUnhealthyPod or EvictedPod
 // event on the pod) to the creation of the pod now of that name.
 func measureTiming(pods []*corev1.Pod, events []corev1.Event) (policy.ForecastTiming, string) {
@@ -256,24 +254,28 @@ func measureTiming(pods []*corev1.Pod, events []corev1.Event) (policy.ForecastTi
 	t := policy.ForecastTiming{Ready: defaultPodReady}
 	var src []string
 	if len(ready) > 0 {
-		t.Ready = median(ready)
-		src = append(src, fmt.Sprintf("median of %d pod(s) from creation to Ready", len(ready)))
+		t.Ready = mean(ready)
+		src = append(src, fmt.Sprintf("mean of %d pod(s) from creation to Ready", len(ready)))
 	} else {
 		src = append(src, fmt.Sprintf("no Ready pod to measure: assumed %s, give --pod-ready", defaultPodReady))
 	}
 	if len(gaps) > 0 {
-		t.Terminate = median(gaps)
-		src = append(src, fmt.Sprintf("median of %d deletion(s) to re-creation", len(gaps)))
+		t.Terminate = mean(gaps)
+		src = append(src, fmt.Sprintf("mean of %d deletion(s) to re-creation", len(gaps)))
 	} else {
 		src = append(src, "no recent deletion by stsroller to measure: deletion to re-creation assumed immediate")
 	}
 	return t, strings.Join(src, "; ")
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.SortFunc(s, func(a, b time.Duration) int { return cmp.Compare(a, b) })
-	return s[len(s)/2]
+// mean, not the median: the API's times are whole seconds, and the mean of
+// differences of truncated times is unbiased where a median of them is not.
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
 }
 
 func dur(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }

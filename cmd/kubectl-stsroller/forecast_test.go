@@ -79,13 +79,13 @@ func TestForecastMeasuresTimes(t *testing.T) {
 	}
 	o := runForecast(t, objs, "plan", "web", "--all")
 	got := o.Timing["web"]
-	// Ready: 4s, 4s, 5s, 4s (web-1 is not Ready): median 4s. Gaps: 2s and
-	// 3s (20 minutes is another story): the upper median, 3s.
-	if got.ReadySeconds != 4 || got.TerminateSeconds != 3 {
-		t.Errorf("timing %+v, want Ready 4s, deletion to re-creation 3s", got)
+	// Ready: 4s, 4s, 5s, 4s (web-1 is not Ready): mean 4.25s. Gaps: 2s and
+	// 3s (20 minutes is another story): mean 2.5s.
+	if got.ReadySeconds != 4.25 || got.TerminateSeconds != 2.5 {
+		t.Errorf("timing %+v, want Ready 4.25s, deletion to re-creation 2.5s", got)
 	}
-	if o.TotalSeconds != 14 {
-		t.Errorf("total %vs, want two steps of 3s + 4s", o.TotalSeconds)
+	if o.TotalSeconds != 13.5 {
+		t.Errorf("total %vs, want two steps of 2.5s + 4.25s", o.TotalSeconds)
 	}
 }
 

@@ -45,7 +45,7 @@ Usage:
       (a budget, a paused or invalid member, the partition's kept pods), and an
       estimated time per step and in total. For a StatefulSet in a rollout group
       (stsroller.io/rollout-group) it covers every member of the group, in order.
-      Times come from this StatefulSet's pods: the median time from a pod's
+      Times come from this StatefulSet's pods: the mean time from a pod's
       creation to Ready, and from stsroller's deletion of a pod to its
       replacement's creation (from stsroller's events, when there are any); or
       --pod-ready DURATION (for example 40s), the time from a deletion to the
