@@ -94,7 +94,9 @@ func (g *groupSim) run(t *testing.T, seed uint64) {
 		done := true
 		for i, s := range g.sims {
 			before := s.describe()
-			plan := ComputeInGroup(ins[i], d.View(g.names[i]))
+			view := d.View(g.names[i])
+			s.groupRole = view.Role
+			plan := ComputeInGroup(ins[i], view)
 			s.check(ins[i], plan)
 			// Quorum: no healthy pod is evicted while another member
 			// has a pod unavailable (the model's own view).
