@@ -24,6 +24,11 @@ const (
 	AnnotationLeaderSelector          = "stsroller.io/leader-selector"
 	AnnotationDNSDomain               = "stsroller.io/dns-domain"
 	AnnotationProgressDeadlineSeconds = "stsroller.io/progress-deadline-seconds"
+	// AnnotationRolloutGroup puts the StatefulSet in a rollout group of its
+	// namespace: at most one member of a group deletes pods at a time.
+	AnnotationRolloutGroup = "stsroller.io/rollout-group"
+	// AnnotationRolloutGroupOrder orders the members of a group, lower first.
+	AnnotationRolloutGroupOrder = "stsroller.io/rollout-group-order"
 
 	// AnnotationStatus is written by stsroller: one JSON object, see Status.
 	AnnotationStatus = "stsroller.io/status"
@@ -54,6 +59,10 @@ type Config struct {
 	// <pod-name>.<DNSDomain>.
 	DNSDomain        string
 	ProgressDeadline time.Duration
+	// RolloutGroup names the StatefulSet's rollout group; empty for none.
+	RolloutGroup string
+	// RolloutGroupOrder orders the members of the group, lower first.
+	RolloutGroupOrder int32
 }
 
 // ConfigError says which annotation did not parse and what it accepts.
@@ -69,12 +78,14 @@ func (e *ConfigError) Error() string {
 
 // Accepted forms, in the words the InvalidConfig event uses.
 const (
-	acceptedBool             = `"true" or "false"`
-	acceptedMaxUnavailable   = `an integer >= 1 (for example "3") or a percentage of spec.replicas from 1% to 100% (for example "25%")`
-	acceptedPartition        = `an integer >= 0`
-	acceptedLeaderSelector   = `a label selector (for example "stsroller.io/role=leader" or "role in (leader,primary)")`
-	acceptedDNSDomain        = `a DNS name (for example "db.example.com")`
-	acceptedProgressDeadline = `an integer number of seconds >= 1`
+	acceptedBool              = `"true" or "false"`
+	acceptedMaxUnavailable    = `an integer >= 1 (for example "3") or a percentage of spec.replicas from 1% to 100% (for example "25%")`
+	acceptedPartition         = `an integer >= 0`
+	acceptedLeaderSelector    = `a label selector (for example "stsroller.io/role=leader" or "role in (leader,primary)")`
+	acceptedDNSDomain         = `a DNS name (for example "db.example.com")`
+	acceptedProgressDeadline  = `an integer number of seconds >= 1`
+	acceptedRolloutGroup      = `a name of at most 63 characters: letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (for example "db")`
+	acceptedRolloutGroupOrder = `an integer (for example "1"; lower goes first)`
 )
 
 // Enabled reports whether the StatefulSet opted in with stsroller.io/enabled.
@@ -155,7 +166,32 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 		}
 		cfg.ProgressDeadline = time.Duration(n) * time.Second
 	}
+	if v, ok := a[AnnotationRolloutGroup]; ok {
+		g := strings.TrimSpace(v)
+		if g == "" || len(validation.IsValidLabelValue(g)) > 0 {
+			return cfg, &ConfigError{AnnotationRolloutGroup, v, acceptedRolloutGroup}
+		}
+		cfg.RolloutGroup = g
+	}
+	if v, ok := a[AnnotationRolloutGroupOrder]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+		if err != nil {
+			return cfg, &ConfigError{AnnotationRolloutGroupOrder, v, acceptedRolloutGroupOrder}
+		}
+		cfg.RolloutGroupOrder = int32(n)
+	}
 	return cfg, nil
+}
+
+// RolloutGroupOf names the rollout group a managed StatefulSet belongs to, as
+// its annotation says (trimmed), whether or not the rest of its configuration
+// parses: a member whose configuration is invalid still holds its group.
+// Empty when it is in none, or not managed.
+func RolloutGroupOf(sts *appsv1.StatefulSet) string {
+	if !Enabled(sts) {
+		return ""
+	}
+	return strings.TrimSpace(sts.Annotations[AnnotationRolloutGroup])
 }
 
 // isDNSName reports whether d is a lower-case DNS name: a subdomain as

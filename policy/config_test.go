@@ -28,10 +28,14 @@ type configView struct {
 	LeaderSelector   string
 	DNSDomain        string
 	ProgressDeadline time.Duration
+	Group            string
+	GroupOrder       int32
 }
 
 func viewConfig(c Config) configView {
 	v := configView{
+		Group:            c.RolloutGroup,
+		GroupOrder:       c.RolloutGroupOrder,
 		MaxUnavailable:   c.MaxUnavailable,
 		Partition:        c.Partition,
 		Paused:           c.Paused,
@@ -101,6 +105,13 @@ func TestParseConfig(t *testing.T) {
 
 		{name: "progress-deadline-seconds", replicas: 3, annotations: map[string]string{AnnotationProgressDeadlineSeconds: "90"},
 			want: with(func(v *configView) { v.ProgressDeadline = 90 * time.Second })},
+
+		{name: "rollout-group", replicas: 3, annotations: map[string]string{AnnotationRolloutGroup: " db-zones "},
+			want: with(func(v *configView) { v.Group = "db-zones" })},
+		{name: "rollout-group-order", replicas: 3, annotations: map[string]string{AnnotationRolloutGroup: "db", AnnotationRolloutGroupOrder: "2"},
+			want: with(func(v *configView) { v.Group, v.GroupOrder = "db", 2 })},
+		{name: "rollout-group-order negative", replicas: 3, annotations: map[string]string{AnnotationRolloutGroup: "db", AnnotationRolloutGroupOrder: "-1"},
+			want: with(func(v *configView) { v.Group, v.GroupOrder = "db", -1 })},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +174,14 @@ func TestParseConfigInvalid(t *testing.T) {
 		{AnnotationProgressDeadlineSeconds, "-5", acceptedProgressDeadline},
 		{AnnotationProgressDeadlineSeconds, "x", acceptedProgressDeadline},
 		{AnnotationProgressDeadlineSeconds, "1.5", acceptedProgressDeadline},
+		{AnnotationRolloutGroup, "", acceptedRolloutGroup},
+		{AnnotationRolloutGroup, "a b", acceptedRolloutGroup},
+		{AnnotationRolloutGroup, "-db", acceptedRolloutGroup},
+		{AnnotationRolloutGroup, strings.Repeat("g", 64), acceptedRolloutGroup},
+		{AnnotationRolloutGroupOrder, "x", acceptedRolloutGroupOrder},
+		{AnnotationRolloutGroupOrder, "1.5", acceptedRolloutGroupOrder},
+		{AnnotationRolloutGroupOrder, "", acceptedRolloutGroupOrder},
+		{AnnotationRolloutGroupOrder, "99999999999", acceptedRolloutGroupOrder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.annotation+"="+tc.value, func(t *testing.T) {
@@ -217,6 +236,25 @@ func TestEnabled(t *testing.T) {
 	for _, tc := range tests {
 		if got := Enabled(annotatedSet(1, tc.annotations)); got != tc.want {
 			t.Errorf("Enabled(%v) = %v, want %v", tc.annotations, got, tc.want)
+		}
+	}
+}
+
+func TestRolloutGroupOf(t *testing.T) {
+	tests := []struct {
+		annotations map[string]string
+		want        string
+	}{
+		{nil, ""},
+		{map[string]string{AnnotationRolloutGroup: "db"}, ""}, // not managed
+		{map[string]string{AnnotationEnabled: "true", AnnotationRolloutGroup: " db "}, "db"},
+		// An invalid order leaves it in its group, which it then holds.
+		{map[string]string{AnnotationEnabled: "true", AnnotationRolloutGroup: "db", AnnotationRolloutGroupOrder: "x"}, "db"},
+		{map[string]string{AnnotationEnabled: "true"}, ""},
+	}
+	for _, tc := range tests {
+		if got := RolloutGroupOf(annotatedSet(1, tc.annotations)); got != tc.want {
+			t.Errorf("RolloutGroupOf(%v) = %q, want %q", tc.annotations, got, tc.want)
 		}
 	}
 }

@@ -87,6 +87,7 @@ type Controller struct {
 	gate         DNSGate
 	metrics      *metrics.Metrics
 	expectations *expectations
+	groups       *groups
 
 	mu sync.Mutex
 	// phases remembers each StatefulSet's last status, for the phase gauges
@@ -182,6 +183,10 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		stsIndexer:   stsInformer.Informer().GetIndexer(),
 		budgets:      newBudgetUsers(),
 	}
+	if err := stsInformer.Informer().AddIndexers(cache.Indexers{groupIndex: groupIndexFunc}); err != nil {
+		return nil, fmt.Errorf("adding the rollout group index: %w", err)
+	}
+	c.groups = newGroups(stsInformer.Informer().GetIndexer())
 	handlers := []struct {
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
@@ -281,16 +286,24 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	sts, err := c.stsLister.StatefulSets(key.Namespace).Get(key.Name)
 	if apierrors.IsNotFound(err) || (err == nil && !policy.Enabled(sts)) {
 		c.forget(key)
+		c.noteMember(key, nil, policy.Input{})
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	// The members of a rollout group are planned one at a time.
+	defer c.groups.lock(sts)()
 	in, err := c.input(ctx, key, sts)
 	if err != nil {
 		return err
 	}
-	plan := policy.Compute(in.Input)
+	group, err := c.groupView(ctx, sts, in.Input)
+	if err != nil {
+		return err
+	}
+	plan := policy.ComputeInGroup(in.Input, group)
+	defer c.noteMember(key, sts, in.Input)
 	requeue := plan.RequeueAfter
 	if sts.DeletionTimestamp != nil && len(plan.Deletions) > 0 {
 		// The StatefulSet is being deleted: nobody may recreate what we

@@ -35,6 +35,22 @@ Usage:
       cannot see, and with stsroller.io/dns-domain it asks DNS servers itself
       where this command reads the pods' stsroller.io/dns-propagated condition:
       its next plan can differ.
+  kubectl stsroller plan NAME --all [--pod-ready DURATION] [-n NAMESPACE] [-o text|json]
+      The forecast: stsroller's planner run forward from the cluster as it is now,
+      fed its own deletions, the pods the StatefulSet controller brings back at the
+      update revision, and the PodDisruptionBudgets' headroom as they would change,
+      until the rollout would be complete. Prints every step: which pods go
+      together, how and why, what each step then waits for (max-unavailable, a
+      PodDisruptionBudget, the leader, the rollout group), where it would block
+      (a budget, a paused or invalid member, the partition's kept pods), and an
+      estimated time per step and in total. For a StatefulSet in a rollout group
+      (stsroller.io/rollout-group) it covers every member of the group, in order.
+      Times come from this StatefulSet's pods: the mean time from a pod's
+      creation to Ready, and from stsroller's deletion of a pod to its
+      replacement's creation (from stsroller's events, when there are any); or
+      --pod-ready DURATION (for example 40s), the time from a deletion to the
+      replacement being Ready, for every pod. Nothing else is assumed to change:
+      no pod crashes, every replacement turns Ready. Deletes nothing.
   kubectl stsroller pause NAME [-n NAMESPACE]
       Set stsroller.io/paused: "true": stsroller deletes nothing until resumed.
   kubectl stsroller resume NAME [-n NAMESPACE]
@@ -43,6 +59,9 @@ Usage:
 Flags:
   -n, --namespace NAMESPACE   default: the kubeconfig context's namespace
   -o, --output text|json      for status and plan; default text
+      --all                   plan: forecast every step until the rollout is complete
+      --pod-ready DURATION    plan --all: time from a pod's deletion to its replacement
+                              being Ready, instead of the measured times
       --kubeconfig PATH       default: $KUBECONFIG, else ~/.kube/config
       --context NAME          the kubeconfig context to use
   -h, --help
@@ -87,6 +106,9 @@ type options struct {
 	output      string
 	kubeconfig  string
 	kubeContext string
+	// all: plan forecasts the whole rollout; podReady overrides its times.
+	all      bool
+	podReady time.Duration
 }
 
 // run parses args (flags may come before or after the subcommand and NAME, as
@@ -108,6 +130,9 @@ func run(ctx context.Context, args []string, e env) error {
 	case "status":
 		return status(ctx, client, ns, o.name, o.output, e.out)
 	case "plan":
+		if o.all {
+			return forecast(ctx, client, ns, o.name, o.output, o.podReady, e.now(), e.out)
+		}
 		return plan(ctx, client, ns, o.name, o.output, e.now(), e.out)
 	case "pause":
 		return setPaused(ctx, client, ns, o.name, true, e.out)
@@ -127,6 +152,8 @@ func parse(args []string) (options, bool, error) {
 	fs.StringVar(&o.output, "output", "text", "")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "")
 	fs.StringVar(&o.kubeContext, "context", "", "")
+	fs.BoolVar(&o.all, "all", false, "")
+	fs.DurationVar(&o.podReady, "pod-ready", 0, "")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return o, true, nil
@@ -141,6 +168,15 @@ func parse(args []string) (options, bool, error) {
 		return o, true, nil
 	}
 	o.verb = pos[0]
+	if o.verb != "plan" && (o.all || o.podReady != 0) {
+		return o, false, &usageError{fmt.Sprintf("--all and --pod-ready are for plan, not %s", o.verb)}
+	}
+	if o.podReady != 0 && !o.all {
+		return o, false, &usageError{"--pod-ready needs --all"}
+	}
+	if o.podReady < 0 {
+		return o, false, &usageError{"--pod-ready must not be negative"}
+	}
 	switch o.verb {
 	case "status", "plan":
 		if o.output != "text" && o.output != "json" {

@@ -463,6 +463,11 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"status", "web", "-o", "yaml"}, wantUsage: true},
 		{args: []string{"pause", "web", "-o", "json"}, wantUsage: true},
 		{args: []string{"status", "web", "--bogus"}, wantUsage: true},
+		{args: []string{"status", "web", "--all"}, wantUsage: true},
+		{args: []string{"plan", "web", "--pod-ready", "5s"}, wantUsage: true},
+		{args: []string{"plan", "web", "--all", "--pod-ready", "-5s"}, wantUsage: true},
+		{args: []string{"plan", "web", "--all", "--pod-ready", "soon"}, wantUsage: true},
+		{args: []string{"plan", "web", "--all"}, wantOut: "Forecast for StatefulSet db/web"},
 		{args: []string{"--help"}, wantOut: "Usage:"},
 		{args: []string{"help"}, wantOut: "Usage:"},
 		// Flags before the subcommand, between, after; -- ends the flags.

@@ -1,0 +1,192 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/stsroller/stsroller/pdb"
+)
+
+// fcStep is what the tests compare of a step: who, which pods, when.
+type fcStep struct {
+	StatefulSet string
+	At          time.Duration
+	Pods        []string
+}
+
+func stepsOf(fc Forecast) []fcStep {
+	var out []fcStep
+	for _, s := range fc.Steps {
+		st := fcStep{StatefulSet: s.StatefulSet, At: s.At}
+		for _, p := range s.Pods {
+			st.Pods = append(st.Pods, p.Pod)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+var timing = ForecastTiming{Terminate: time.Second, Ready: 9 * time.Second}
+
+func forecastOf(group string, ins ...Input) Forecast {
+	fi := ForecastInput{Group: group, Members: ins, Timing: map[string]ForecastTiming{}, Now: t0}
+	for _, in := range ins {
+		fi.Timing[in.StatefulSet.Name] = timing
+	}
+	return RunForecast(fi)
+}
+
+func TestForecast(t *testing.T) {
+	s := time.Second
+	tests := []struct {
+		name     string
+		group    string
+		members  []Input
+		want     []fcStep
+		total    time.Duration
+		complete bool
+		// then is a part of some step's Then, or of a blocked member's message.
+		then string
+	}{
+		{
+			name:    "one at a time, highest ordinal first",
+			members: []Input{member("a", nil, "o", "o", "o")},
+			want: []fcStep{
+				{"a", 0, []string{"a-2"}}, {"a", 10 * s, []string{"a-1"}}, {"a", 20 * s, []string{"a-0"}},
+			},
+			total: 30 * s, complete: true, then: "WaitingForAvailability",
+		},
+		{
+			name: "batches of two, the broken pod first, the leader last",
+			members: []Input{func() Input {
+				in := member("a", ann(AnnotationMaxUnavailable, "2"), "o", "O", "o", "o")
+				leader(in.Pods[3])
+				return in
+			}()},
+			want: []fcStep{
+				// a-3 goes as soon as a-0's deletion is seen: one batch.
+				{"a", 0, []string{"a-1", "a-2"}}, {"a", 10 * s, []string{"a-0", "a-3"}},
+			},
+			total: 20 * s, complete: true,
+		},
+		{
+			name:    "partition keeps the lowest ordinals",
+			members: []Input{member("a", ann(AnnotationPartition, "2", AnnotationMaxUnavailable, "3"), "o", "o", "o", "o")},
+			want:    []fcStep{{"a", 0, []string{"a-3", "a-2"}}},
+			total:   10 * s, complete: true,
+		},
+		{
+			name: "a budget allowing one at a time",
+			members: []Input{func() Input {
+				in := member("a", ann(AnnotationMaxUnavailable, "3"), "o", "o", "o")
+				in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "db", Allowed: 1})
+				return in
+			}()},
+			want:  []fcStep{{"a", 0, []string{"a-2"}}, {"a", 10 * s, []string{"a-1"}}, {"a", 20 * s, []string{"a-0"}}},
+			total: 30 * s, complete: true, then: "PodDisruptionBudget db allows no more disruptions",
+		},
+		{
+			name: "a stale budget blocks",
+			members: []Input{func() Input {
+				in := member("a", nil, "o", "o")
+				in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "db", Stale: true})
+				return in
+			}()},
+			want: nil, total: 0, complete: false, then: "status not yet observed",
+		},
+		{
+			name:    "minReadySeconds adds to every step",
+			members: []Input{func() Input { in := member("a", nil, "o", "o"); in.StatefulSet.Spec.MinReadySeconds = 5; return in }()},
+			want:    []fcStep{{"a", 0, []string{"a-1"}}, {"a", 15 * s, []string{"a-0"}}},
+			total:   30 * s, complete: true,
+		},
+		{
+			name:  "a group: the broken member first, then by order, then name",
+			group: "db",
+			members: []Input{
+				member("a", ann(AnnotationRolloutGroupOrder, "1"), "o", "o"),
+				member("b", ann(AnnotationRolloutGroupOrder, "1"), "o", "o"),
+				member("c", ann(AnnotationRolloutGroupOrder, "0"), "o", "o"),
+				member("z", ann(AnnotationRolloutGroupOrder, "5"), "O", "o"),
+			},
+			want: []fcStep{
+				{"z", 0, []string{"z-0"}}, {"z", 10 * s, []string{"z-1"}},
+				{"c", 20 * s, []string{"c-1"}}, {"c", 30 * s, []string{"c-0"}},
+				{"a", 40 * s, []string{"a-1"}}, {"a", 50 * s, []string{"a-0"}},
+				{"b", 60 * s, []string{"b-1"}}, {"b", 70 * s, []string{"b-0"}},
+			},
+			total: 80 * s, complete: true,
+		},
+		{
+			name:    "a paused member holds the group",
+			group:   "db",
+			members: []Input{member("a", nil, "o"), member("b", ann(AnnotationPaused, "true"), "o")},
+			want:    nil, total: 0, complete: false, then: `rollout group "db" is held by b`,
+		},
+		{
+			name:    "missing and terminating pods come back first",
+			members: []Input{func() Input { in := member("a", nil, "o", "o", "-"); terminating(in.Pods[1]); return in }()},
+			// a-1, deleted a second ago, is gone now; both are back
+			// and Ready 9s later.
+			want:  []fcStep{{"a", 9 * s, []string{"a-0"}}},
+			total: 19 * s, complete: true,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fc := forecastOf(tc.group, tc.members...)
+			if diff := cmp.Diff(tc.want, stepsOf(fc)); diff != "" {
+				t.Errorf("steps (-want +got):\n%s", diff)
+			}
+			if fc.Total != tc.total || fc.Complete != tc.complete {
+				t.Errorf("total %v complete %v, want %v %v", fc.Total, fc.Complete, tc.total, tc.complete)
+			}
+			var words []string
+			for _, s := range fc.Steps {
+				words = append(words, s.Then)
+				if s.Duration <= 0 && s.At < fc.Total {
+					t.Errorf("step at %v lasts %v", s.At, s.Duration)
+				}
+			}
+			for _, b := range fc.Blocked {
+				words = append(words, b.Reason+": "+b.Message)
+			}
+			if !strings.Contains(strings.Join(words, "\n"), tc.then) {
+				t.Errorf("no step nor block says %q:\n%s", tc.then, strings.Join(words, "\n"))
+			}
+			// The forecast changes nothing it was given.
+			for _, in := range tc.members {
+				for _, p := range in.Pods {
+					if p.Labels[forecastLabel] != "" {
+						t.Errorf("input pod %s was changed", p.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The group forecast never has two members' batches overlap: a member's
+// first batch goes only after the previous member is done.
+func TestForecastGroupMembersDoNotOverlap(t *testing.T) {
+	fc := forecastOf("db",
+		member("a", ann(AnnotationMaxUnavailable, "2"), "o", "o", "o", "o", "o"),
+		member("b", nil, "o", "O", "o"),
+		member("c", ann(AnnotationMaxUnavailable, "50%"), "o", "o", "o", "o"))
+	if !fc.Complete {
+		t.Fatalf("not complete: %+v", fc.Blocked)
+	}
+	for i, m := range fc.Members {
+		for _, o := range fc.Members[i+1:] {
+			if o.Start < m.End {
+				t.Errorf("%s starts at %v before %s is done at %v", o.Name, o.Start, m.Name, m.End)
+			}
+		}
+	}
+	if got := []string{fc.Members[0].Name, fc.Members[1].Name, fc.Members[2].Name}; !cmp.Equal(got, []string{"b", "a", "c"}) {
+		t.Errorf("members in order %v, want b (broken) then a, c", got)
+	}
+}
