@@ -24,9 +24,22 @@ const (
 	AnnotationLeaderSelector          = "stsroller.io/leader-selector"
 	AnnotationDNSDomain               = "stsroller.io/dns-domain"
 	AnnotationProgressDeadlineSeconds = "stsroller.io/progress-deadline-seconds"
+	// AnnotationDrainTimeoutSeconds turns the drain handshake on: healthy pods
+	// are asked to drain, and evicted once they answer or after this long.
+	AnnotationDrainTimeoutSeconds = "stsroller.io/drain-timeout-seconds"
 
 	// AnnotationStatus is written by stsroller: one JSON object, see Status.
 	AnnotationStatus = "stsroller.io/status"
+)
+
+// The annotations of the drain handshake, on pods.
+const (
+	// AnnotationDrainRequested is set by stsroller on a pod it wants to evict,
+	// to the time of the request (RFC 3339).
+	AnnotationDrainRequested = "stsroller.io/drain-requested"
+	// AnnotationDrainComplete is set, to any value, by the pod's sidecar or
+	// application once it has drained: the pod may go.
+	AnnotationDrainComplete = "stsroller.io/drain-complete"
 )
 
 // ConditionDNSPropagated is the pod condition stsroller sets to True once the
@@ -54,6 +67,9 @@ type Config struct {
 	// <pod-name>.<DNSDomain>.
 	DNSDomain        string
 	ProgressDeadline time.Duration
+	// DrainTimeout turns the drain handshake on when > 0: how long a pod asked
+	// to drain is waited for before it is evicted anyway.
+	DrainTimeout time.Duration
 }
 
 // ConfigError says which annotation did not parse and what it accepts.
@@ -75,6 +91,7 @@ const (
 	acceptedLeaderSelector   = `a label selector (for example "stsroller.io/role=leader" or "role in (leader,primary)")`
 	acceptedDNSDomain        = `a DNS name (for example "db.example.com")`
 	acceptedProgressDeadline = `an integer number of seconds >= 1`
+	acceptedDrainTimeout     = `an integer number of seconds >= 1`
 )
 
 // Enabled reports whether the StatefulSet opted in with stsroller.io/enabled.
@@ -154,6 +171,13 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 			return cfg, &ConfigError{AnnotationProgressDeadlineSeconds, v, acceptedProgressDeadline}
 		}
 		cfg.ProgressDeadline = time.Duration(n) * time.Second
+	}
+	if v, ok := a[AnnotationDrainTimeoutSeconds]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+		if err != nil || n < 1 {
+			return cfg, &ConfigError{AnnotationDrainTimeoutSeconds, v, acceptedDrainTimeout}
+		}
+		cfg.DrainTimeout = time.Duration(n) * time.Second
 	}
 	return cfg, nil
 }

@@ -28,6 +28,7 @@ type configView struct {
 	LeaderSelector   string
 	DNSDomain        string
 	ProgressDeadline time.Duration
+	DrainTimeout     time.Duration
 }
 
 func viewConfig(c Config) configView {
@@ -37,6 +38,7 @@ func viewConfig(c Config) configView {
 		Paused:           c.Paused,
 		DNSDomain:        c.DNSDomain,
 		ProgressDeadline: c.ProgressDeadline,
+		DrainTimeout:     c.DrainTimeout,
 	}
 	if c.LeaderSelector != nil {
 		v.LeaderSelector = c.LeaderSelector.String()
@@ -101,6 +103,11 @@ func TestParseConfig(t *testing.T) {
 
 		{name: "progress-deadline-seconds", replicas: 3, annotations: map[string]string{AnnotationProgressDeadlineSeconds: "90"},
 			want: with(func(v *configView) { v.ProgressDeadline = 90 * time.Second })},
+
+		{name: "drain-timeout-seconds", replicas: 3, annotations: map[string]string{AnnotationDrainTimeoutSeconds: "600"},
+			want: with(func(v *configView) { v.DrainTimeout = 10 * time.Minute })},
+		{name: "drain-timeout-seconds spaces", replicas: 3, annotations: map[string]string{AnnotationDrainTimeoutSeconds: " 1 "},
+			want: with(func(v *configView) { v.DrainTimeout = time.Second })},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +170,11 @@ func TestParseConfigInvalid(t *testing.T) {
 		{AnnotationProgressDeadlineSeconds, "-5", acceptedProgressDeadline},
 		{AnnotationProgressDeadlineSeconds, "x", acceptedProgressDeadline},
 		{AnnotationProgressDeadlineSeconds, "1.5", acceptedProgressDeadline},
+		{AnnotationDrainTimeoutSeconds, "0", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "-1", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "10s", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "99999999999", acceptedDrainTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.annotation+"="+tc.value, func(t *testing.T) {

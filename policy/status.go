@@ -81,6 +81,9 @@ type Status struct {
 	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
 	// WaitingForDNS names the pods the DNS gate holds, with why.
 	WaitingForDNS map[string]string `json:"waitingForDNS,omitempty"`
+	// WaitingForDrain names the pods asked to drain and not yet evicted, with
+	// the time of the request (RFC 3339).
+	WaitingForDrain map[string]string `json:"waitingForDrain,omitempty"`
 	// ObservedGeneration is the StatefulSet generation this status describes.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
@@ -150,6 +153,7 @@ var quietReasons = map[string]bool{
 	ReasonWaitingForDeletion:     true,
 	ReasonWaitingForAvailability: true,
 	ReasonDeletingPods:           true,
+	ReasonWaitingForDrain:        true,
 	ReasonUpToDate:               true,
 }
 
