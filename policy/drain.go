@@ -81,14 +81,68 @@ func (d Drain) Decide(timeout time.Duration, now time.Time) (DrainOutcome, time.
 	return DrainNone, left
 }
 
-// drainWhy says, for the status and the events, how a pod's drain stands.
-func (d Drain) why(now time.Time) string {
-	switch {
-	case d.Complete:
-		return "drain complete"
-	case d.RequestedAt.IsZero():
-		return fmt.Sprintf("asked to drain; %s is not an RFC 3339 time, so only %s releases it",
-			AnnotationDrainRequested, AnnotationDrainComplete)
+// countDraining says how many of the pods asked to drain are still available
+// (each counts as unavailable from the request on) and how many are not
+// leaders (the leader waits for them like for any other outdated pod).
+func countDraining(draining []*podView) (available int32, nonLeaders int) {
+	for _, v := range draining {
+		if v.available {
+			available++
+		}
+		if !v.leader {
+			nonLeaders++
+		}
 	}
-	return fmt.Sprintf("asked to drain at %s", d.RequestedAt.UTC().Format(time.RFC3339))
+	return available, nonLeaders
+}
+
+// evictOrAsk is the removal of a healthy pod chosen for eviction: an eviction,
+// or with the handshake on, a drain request first. A request made now is
+// waited for from now.
+func evictOrAsk(in Input, pod *corev1.Pod, why string, waitDrain map[string]string) Deletion {
+	if in.Config.DrainTimeout <= 0 {
+		return Deletion{Pod: pod, Method: MethodEvict, Message: why}
+	}
+	waitDrain[pod.Name] = in.Now.UTC().Format(time.RFC3339)
+	return Deletion{Pod: pod, Method: MethodRequestDrain, Message: fmt.Sprintf(
+		"%s; asked to drain first (%s, evicted once it answers or after %s)", why, AnnotationDrainRequested, in.Config.DrainTimeout)}
+}
+
+// drainedEviction is the eviction of a pod asked to drain, once it answered or
+// timed out; nil while it is waited for, with how long until its timeout (0:
+// no timeout to wait for), and the pod noted in waitDrain.
+func drainedEviction(in Input, pod *corev1.Pod, waitDrain map[string]string) (*Deletion, time.Duration) {
+	dr := PodDrain(pod)
+	requested := pod.Annotations[AnnotationDrainRequested]
+	switch out, left := dr.Decide(in.Config.DrainTimeout, in.Now); out {
+	case DrainCompleted:
+		return &Deletion{Pod: pod, Method: MethodEvict, Message: fmt.Sprintf(
+			"%s answered its drain request of %s (%s): evicted", pod.Name, requested, AnnotationDrainComplete)}, 0
+	case DrainTimedOut:
+		return &Deletion{Pod: pod, Method: MethodEvict, Message: fmt.Sprintf(
+			"%s did not answer its drain request of %s within %s: evicted anyway", pod.Name, requested, in.Config.DrainTimeout)}, 0
+	default:
+		waitDrain[pod.Name] = requested
+		return nil, left
+	}
+}
+
+// onlyDrainRequests reports whether the plan removes no pod now: it only asks
+// pods to drain, or does nothing.
+func onlyDrainRequests(ds []Deletion) bool {
+	for _, d := range ds {
+		if d.Method != MethodRequestDrain {
+			return false
+		}
+	}
+	return true
+}
+
+func waitingForDrainMessage(waitDrain map[string]string, cfg Config) string {
+	m := make(map[string]string, len(waitDrain))
+	for n, at := range waitDrain {
+		m[n] = "asked at " + at
+	}
+	return fmt.Sprintf("waiting for %d pod(s) to answer with %s or reach the drain timeout %s: %s",
+		len(waitDrain), AnnotationDrainComplete, cfg.DrainTimeout, formatWaiting(m))
 }

@@ -236,13 +236,15 @@ func Compute(in Input) Plan {
 
 	// Candidates in the order they go: unhealthy first, then healthy
 	// non-leaders, then leaders; highest ordinal first within each group.
-	var unhealthy, healthy, leaders []*podView
+	var unhealthy, healthy, leaders, draining []*podView
 	for i := range views {
 		v := &views[i]
 		switch {
 		case v.pod == nil || v.terminating || v.updated:
 		case !v.ready:
 			unhealthy = append(unhealthy, v)
+		case cfg.DrainTimeout > 0 && PodDrain(v.pod).Requested:
+			draining = append(draining, v)
 		case v.leader:
 			leaders = append(leaders, v)
 		default:
@@ -255,6 +257,11 @@ func Compute(in Input) Plan {
 			nonLeaderOutdated++
 		}
 	}
+	// A pod asked to drain is leaving: it counts as unavailable, and it is
+	// an outdated non-leader the leader waits for.
+	drainUnavailable, drainNonLeaders := countDraining(draining)
+	unavailable += drainUnavailable
+	nonLeaderOutdated += drainNonLeaders
 
 	var deleted []string
 	for _, v := range unhealthy {
@@ -269,6 +276,9 @@ func Compute(in Input) Plan {
 	}
 
 	used := map[string]int32{}
+	// waitDrain names the pods asked to drain and not evicted now, with the
+	// request's time.
+	waitDrain := map[string]string{}
 	// pdbBlocked names the pods a budget held back; only the first few are
 	// formatted, for the message.
 	var pdbBlocked []string
@@ -293,13 +303,51 @@ func Compute(in Input) Plan {
 		for _, b := range in.Budgets[v.name()] {
 			used[b.Name]++
 		}
-		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodEvict, Message: why()})
+		plan.Deletions = append(plan.Deletions, evictOrAsk(in, v.pod, why(), waitDrain))
 		deleted = append(deleted, v.name())
 		room--
 		if v.available {
 			unavailable++
 		}
 		return true
+	}
+	// Pods asked to drain go first: they hold their budgets, and are evicted
+	// once they answer or time out.
+	for _, v := range draining {
+		for _, b := range in.Budgets[v.name()] {
+			used[b.Name]++
+		}
+	}
+	for _, v := range draining {
+		if room <= 0 {
+			break
+		}
+		room--
+		d, wait := drainedEviction(in, v.pod, waitDrain)
+		if d == nil {
+			if wait > 0 && (requeue == 0 || wait < requeue) {
+				requeue = wait
+			}
+			continue
+		}
+		held := false
+		for _, b := range in.Budgets[v.name()] {
+			// used counts this pod already.
+			if b.Stale || b.Allowed-used[b.Name]+1 <= 0 {
+				held = true
+				blocked++
+				if len(pdbBlocked) < maxListed {
+					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (drained; PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
+				}
+				break
+			}
+		}
+		if held {
+			waitDrain[v.name()] = v.pod.Annotations[AnnotationDrainRequested]
+			continue
+		}
+		plan.Deletions = append(plan.Deletions, *d)
+		deleted = append(deleted, v.name())
 	}
 	for _, v := range healthy {
 		if room <= 0 || unavailable >= cfg.MaxUnavailable {
@@ -321,7 +369,12 @@ func Compute(in Input) Plan {
 		}
 	}
 
+	if len(waitDrain) > 0 {
+		st.WaitingForDrain = waitDrain
+	}
 	switch {
+	case len(waitDrain) > 0 && onlyDrainRequests(plan.Deletions):
+		return stop(PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(waitDrain, cfg))
 	case len(deleted) > 0:
 		return stop(PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %d of %d pods updated",
 			listSome(deleted, len(deleted), ", "), st.Updated, target))
