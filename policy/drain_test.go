@@ -110,7 +110,9 @@ func TestComputeDrain(t *testing.T) {
 	}, {
 		name:        "the leader is asked last",
 		annotations: drainSet("2"),
-		pods:        func() []*corev1.Pod { return []*corev1.Pod{newPod(0, newRev), newPod(1, newRev), newPod(2, oldRev, leader)} },
+		pods: func() []*corev1.Pod {
+			return []*corev1.Pod{newPod(0, newRev), newPod(1, newRev), newPod(2, oldRev, leader)}
+		},
 		want:        []deletion{askDrain("web-2")},
 		wantReason:  ReasonWaitingForDrain,
 		wantWaiting: map[string]string{"web-2": at(0)},
