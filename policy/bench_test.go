@@ -12,7 +12,7 @@ import (
 // not Ready, a leader, and one budget over every pod that allows fewer
 // evictions than max-unavailable, so most candidates are tried and held back.
 func BenchmarkCompute(b *testing.B) {
-	for _, n := range []int{10, 100, 1000} {
+	for _, n := range []int{10, 100, 1000, 10000} {
 		b.Run(strconv.Itoa(n)+" pods", func(b *testing.B) {
 			sts := newSet(int32(n), ann(AnnotationMaxUnavailable, "10%", AnnotationPartition, "1"))
 			in := input(b, sts, nil)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,37 +82,77 @@ func (d Drain) Decide(timeout time.Duration, now time.Time) (DrainOutcome, time.
 	return DrainNone, left
 }
 
-// countDraining says how many of the pods asked to drain are still available
-// (each counts as unavailable from the request on) and how many are not
-// leaders (the leader waits for them like for any other outdated pod).
-func countDraining(draining []*podView) (available int32, nonLeaders int) {
-	for _, v := range draining {
+// drained handles the pods asked to drain before any other eviction: each
+// counts as unavailable from its request on and holds one disruption of every
+// budget over it; once it answers or times out it is evicted, with the
+// disruption it holds. It returns the room left.
+func (ch *choice) drained(in Input, c *census, room int32, used map[string]int32) int32 {
+	for _, v := range c.draining {
 		if v.available {
-			available++
+			ch.unavailable++
 		}
-		if !v.leader {
-			nonLeaders++
+		for _, b := range in.Budgets[v.name()] {
+			used[b.Name]++
 		}
 	}
-	return available, nonLeaders
+	for i := range c.draining {
+		v := &c.draining[i]
+		if room <= 0 {
+			ch.waiting(v.pod, v.pod.Annotations[AnnotationDrainRequested])
+			continue
+		}
+		room--
+		d, wait := drainedEviction(in, v.pod)
+		if d == nil {
+			ch.waiting(v.pod, v.pod.Annotations[AnnotationDrainRequested])
+			if wait > 0 && (c.requeue == 0 || wait < c.requeue) {
+				c.requeue = wait
+			}
+			continue
+		}
+		// The pod's own disruption is held already: the budget must allow
+		// it, not one more.
+		budgets := in.Budgets[v.name()]
+		for _, b := range budgets {
+			used[b.Name]--
+		}
+		held := ch.heldBack(v, budgets, used)
+		for _, b := range budgets {
+			used[b.Name]++
+		}
+		if held {
+			ch.waiting(v.pod, v.pod.Annotations[AnnotationDrainRequested])
+			continue
+		}
+		ch.deletions = append(ch.deletions, *d)
+		ch.names = append(ch.names, v.name())
+	}
+	return room
 }
 
-// evictOrAsk is the removal of a healthy pod chosen for eviction: an eviction,
-// or with the handshake on, a drain request first. A request made now is
-// waited for from now.
-func evictOrAsk(in Input, pod *corev1.Pod, why string, waitDrain map[string]string) Deletion {
-	if in.Config.DrainTimeout <= 0 {
-		return Deletion{Pod: pod, Method: MethodEvict, Message: why}
+func (ch *choice) waiting(pod *corev1.Pod, at string) {
+	if ch.waitDrain == nil {
+		ch.waitDrain = map[string]string{}
 	}
-	waitDrain[pod.Name] = in.Now.UTC().Format(time.RFC3339)
-	return Deletion{Pod: pod, Method: MethodRequestDrain, Message: fmt.Sprintf(
-		"%s; asked to drain first (%s, evicted once it answers or after %s)", why, AnnotationDrainRequested, in.Config.DrainTimeout)}
+	ch.waitDrain[pod.Name] = at
+}
+
+// evictOrAsk removes a healthy pod chosen for eviction: an eviction, or with
+// the handshake on, a drain request first, waited for from now.
+func (ch *choice) evictOrAsk(in Input, v *candidate, why string) {
+	if in.Config.DrainTimeout <= 0 {
+		ch.add(v, MethodEvict, why)
+		return
+	}
+	ch.waiting(v.pod, in.Now.UTC().Format(time.RFC3339))
+	ch.add(v, MethodRequestDrain, fmt.Sprintf("%s; asked to drain first (%s, evicted once it answers or after %s)",
+		why, AnnotationDrainRequested, in.Config.DrainTimeout))
 }
 
 // drainedEviction is the eviction of a pod asked to drain, once it answered or
 // timed out; nil while it is waited for, with how long until its timeout (0:
-// no timeout to wait for), and the pod noted in waitDrain.
-func drainedEviction(in Input, pod *corev1.Pod, waitDrain map[string]string) (*Deletion, time.Duration) {
+// no timeout to wait for).
+func drainedEviction(in Input, pod *corev1.Pod) (*Deletion, time.Duration) {
 	dr := PodDrain(pod)
 	requested := pod.Annotations[AnnotationDrainRequested]
 	switch out, left := dr.Decide(in.Config.DrainTimeout, in.Now); out {
@@ -122,7 +163,6 @@ func drainedEviction(in Input, pod *corev1.Pod, waitDrain map[string]string) (*D
 		return &Deletion{Pod: pod, Method: MethodEvict, Message: fmt.Sprintf(
 			"%s did not answer its drain request of %s within %s: evicted anyway", pod.Name, requested, in.Config.DrainTimeout)}, 0
 	default:
-		waitDrain[pod.Name] = requested
 		return nil, left
 	}
 }
@@ -143,6 +183,15 @@ func waitingForDrainMessage(waitDrain map[string]string, cfg Config) string {
 	for n, at := range waitDrain {
 		m[n] = "asked at " + at
 	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + " (" + m[n] + ")"
+	}
 	return fmt.Sprintf("waiting for %d pod(s) to answer with %s or reach the drain timeout %s: %s",
-		len(waitDrain), AnnotationDrainComplete, cfg.DrainTimeout, formatWaiting(m))
+		len(waitDrain), AnnotationDrainComplete, cfg.DrainTimeout, listSome(parts, len(parts), "; "))
 }

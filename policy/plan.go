@@ -1,17 +1,13 @@
 package policy
 
 import (
-	"cmp"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/stsroller/stsroller/pdb"
 )
@@ -84,327 +80,176 @@ type Plan struct {
 	RequeueAfter time.Duration
 }
 
-// podView is one ordinal of the StatefulSet as the planner sees it.
-type podView struct {
-	ordinal int
-	pod     *corev1.Pod // nil: missing; the built-in controller will create it
-	// terminating pods, like missing ones, come back at the update revision.
-	terminating bool
-	updated     bool
-	ready       bool
-	available   bool
-	leader      bool
-	// waitingForDNS: the pod has an IP the DNS gate has not seen propagated
-	// (with the readiness gate in the template, it is not Ready either).
-	waitingForDNS bool
-	// availableIn is how long until a Ready pod passes minReadySeconds.
-	availableIn time.Duration
+// Compute makes the plan: which outdated pods to delete now, and the status.
+// See DESIGN.md, "Which pods, in which order". It works in three steps: take a
+// census of the pods, choose the deletions, say the status.
+func Compute(in Input) Plan {
+	c := take(in)
+	st := Status{
+		UpdateRevision:     in.StatefulSet.Status.UpdateRevision,
+		Replicas:           c.replicas,
+		Updated:            c.updated,
+		Available:          c.available,
+		UpdatedAvailable:   c.updatedAvailable,
+		WaitingForDNSCount: c.waitingDNS,
+		ObservedGeneration: in.StatefulSet.Generation,
+	}
+	if c.waitingDNS > 0 {
+		st.WaitingForDNS = c.waitingDNSWhy
+	}
+	say := func(phase Phase, reason, msg string, deletions []Deletion) Plan {
+		st.Phase, st.Reason, st.Message = phase, reason, msg
+		plan := finish(in, Plan{Deletions: deletions, Status: st, RequeueAfter: c.requeue})
+		plan.Status.bound()
+		return plan
+	}
+	if phase, reason, msg := stop(in, &c); reason != "" {
+		return say(phase, reason, msg, nil)
+	}
+	if !inProgress(in, &c) {
+		return say(settled(in, &c))
+	}
+	if in.AwaitingDeletions > 0 {
+		return say(PhaseRolling, ReasonWaitingForDeletion, fmt.Sprintf(
+			"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions), nil)
+	}
+	ch := choose(in, &c)
+	st.WaitingForDrain = ch.waitDrain
+	phase, reason, msg := rolling(in, &c, &ch)
+	return say(phase, reason, msg, ch.deletions)
 }
 
-func (v *podView) name() string { return v.pod.Name }
-
-// Compute makes the plan: which outdated pods to delete now, and the status.
-// See DESIGN.md, "Which pods, in which order".
-func Compute(in Input) Plan {
-	sts := in.StatefulSet
-	cfg := in.Config
-	replicas := Replicas(sts)
-	views, requeue := viewPods(in)
-
-	st := Status{
-		UpdateRevision:     sts.Status.UpdateRevision,
-		Replicas:           replicas,
-		ObservedGeneration: sts.Generation,
+// inProgress is the one predicate of a rollout under way: outdated pods
+// remain to be removed, or replacements are not all available yet while this
+// revision's rollout runs (as seen at the last plan, or, at first sight,
+// with pods at an old revision left). Pods at the old revision kept by the
+// partition, or a pod lost after the rollout finished, are not a rollout.
+func inProgress(in Input, c *census) bool {
+	if c.workLeft() {
+		return true
 	}
-	waitingDNS := map[string]string{}
-	for _, v := range views {
-		if v.pod == nil || v.terminating {
-			continue
-		}
-		if v.updated {
-			st.Updated++
-		}
-		if v.available {
-			st.Available++
-			if v.updated {
-				st.UpdatedAvailable++
-			}
-		}
-		if v.waitingForDNS {
-			waitingDNS[v.name()] = in.DNS[v.name()].Message
-		}
+	if !c.replacementsPending() {
+		return false
 	}
-	if len(waitingDNS) > 0 {
-		st.WaitingForDNS = waitingDNS
+	prev, rev := in.Previous, in.StatefulSet.Status.UpdateRevision
+	if prev == nil || prev.UpdateRevision != rev {
+		return c.outdated > 0
 	}
+	return prev.Phase.Rolling()
+}
 
-	plan := Plan{}
-	stop := func(phase Phase, reason, msg string) Plan {
-		plan.Status = st
-		plan.Status.Phase, plan.Status.Reason, plan.Status.Message = phase, reason, msg
-		plan.RequeueAfter = requeue
-		return finish(in, plan)
+// stop returns what forbids every deletion, whether or not a rollout is under
+// way; an empty reason when nothing does.
+func stop(in Input, c *census) (Phase, string, string) {
+	sts, cfg := in.StatefulSet, in.Config
+	// blocked is Blocked during a rollout, and otherwise what the
+	// StatefulSet would say without the block.
+	blocked := func() Phase {
+		if sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != "" && inProgress(in, c) {
+			return PhaseBlocked
+		}
+		if p, _, _, _ := settled(in, c); sts.Status.UpdateRevision != "" {
+			return p
+		}
+		return previousPhase(in)
 	}
 	switch {
 	case !IsOnDelete(sts):
-		return stop(PhaseInvalid, ReasonNotOnDelete, fmt.Sprintf(
+		return PhaseInvalid, ReasonNotOnDelete, fmt.Sprintf(
 			"spec.updateStrategy.type is %q: stsroller deletes pods only for OnDelete StatefulSets; set it to OnDelete or remove the %s annotation",
-			sts.Spec.UpdateStrategy.Type, AnnotationEnabled))
+			sts.Spec.UpdateStrategy.Type, AnnotationEnabled)
 	case in.ConfigError != nil:
-		return stop(PhaseInvalid, ReasonInvalidConfig, in.ConfigError.Error())
+		return PhaseInvalid, ReasonInvalidConfig, in.ConfigError.Error()
+	case sts.DeletionTimestamp != nil:
+		// The pods may never be recreated (an orphaning or foreground
+		// deletion): removing one now could lose it for good.
+		return blocked(), ReasonStatefulSetDeleting, fmt.Sprintf(
+			"the StatefulSet is being deleted (since %s): stsroller removes none of its pods",
+			sts.DeletionTimestamp.UTC().Format(time.RFC3339))
 	case cfg.Paused:
-		return stop(PhasePaused, ReasonPaused, fmt.Sprintf("%s is \"true\": nothing is deleted until it is removed", AnnotationPaused))
+		return PhasePaused, ReasonPaused, fmt.Sprintf("%s is \"true\": nothing is deleted until it is removed", AnnotationPaused)
 	case sts.Status.ObservedGeneration < sts.Generation:
-		return stop(previousPhase(in), ReasonGenerationNotObserved, fmt.Sprintf(
-			"waiting for the StatefulSet controller to observe generation %d (observed %d)", sts.Generation, sts.Status.ObservedGeneration))
+		return previousPhase(in), ReasonGenerationNotObserved, fmt.Sprintf(
+			"waiting for the StatefulSet controller to observe generation %d (observed %d)", sts.Generation, sts.Status.ObservedGeneration)
 	case sts.Status.UpdateRevision == "":
 		// Every pod would look outdated.
-		return stop(previousPhase(in), ReasonGenerationNotObserved,
-			"waiting for the StatefulSet controller to report status.updateRevision")
+		return previousPhase(in), ReasonGenerationNotObserved,
+			"waiting for the StatefulSet controller to report status.updateRevision"
 	}
-
-	outdated := 0
-	for _, v := range views {
-		if v.pod != nil && !v.terminating && !v.updated {
-			outdated++
-		}
-	}
-	target := max(replicas-cfg.Partition, 0)
-	// coming counts pods that are, or will be, at the update revision:
-	// updated pods, and missing or terminating ones the built-in controller
-	// recreates at the update revision.
-	coming := int32(0)
-	inFlight := int32(0)
-	unavailable := int32(0)
-	for _, v := range views {
-		if v.pod == nil || v.terminating || v.updated {
-			coming++
-		}
-		if v.pod == nil || v.terminating || (v.updated && !v.available) {
-			inFlight++
-		}
-		if !v.available {
-			unavailable++
-		}
-	}
-	room := target - coming
-	// rolling: there are pods we may delete now.
-	rolling := outdated > 0 && room > 0
-	prevRolling := in.Previous != nil && in.Previous.Phase.Rolling()
-	// concluded: this revision was already rolled out, or found in place; a
-	// pod missing now is a disruption, not a rollout.
-	concluded := in.Previous != nil && in.Previous.UpdateRevision == st.UpdateRevision &&
-		(in.Previous.Phase == PhaseComplete || in.Previous.Phase == PhaseIdle)
-	// pending: outdated pods remain and the target is not reached, though
-	// the pods on their way (missing, terminating) leave nothing to delete.
-	pending := outdated > 0 && st.Updated < target && !concluded
-	// underWay: a rollout has not reached its target, or its last
-	// replacements are not available yet.
-	underWay := rolling || pending || (prevRolling && (st.Available < replicas || st.Updated < target))
-
 	// A readiness gate nobody can satisfy is worth saying whether or not a
 	// rollout runs: new pods would never turn Ready. Without a rollout under
 	// way it blocks none, and must not start the progress deadline.
 	if msg := dnsDeadlock(sts, cfg, in.Service); msg != "" {
-		phase := PhaseIdle
-		if underWay {
-			phase = PhaseBlocked
-		}
-		return stop(phase, ReasonDNSGateDeadlock, msg)
+		return blocked(), ReasonDNSGateDeadlock, msg
 	}
 	if cfg.DNSDomain != "" && in.DNSError != nil {
-		return stop(PhaseInvalid, ReasonInvalidConfig, in.DNSError.Error())
+		return PhaseInvalid, ReasonInvalidConfig, in.DNSError.Error()
 	}
-	if underWay {
-		// Guards that stop every deletion for this StatefulSet.
-		if in.AwaitingDeletions > 0 {
-			return stop(PhaseRolling, ReasonWaitingForDeletion, fmt.Sprintf(
-				"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions))
-		}
-		if msg := multipleBudgets(views, in.Budgets); msg != "" {
-			return stop(PhaseBlocked, ReasonMultiplePDBs, msg)
-		}
-		if in.BudgetError != nil {
-			return stop(PhaseBlocked, ReasonBlockedByPDB, in.BudgetError.Error())
-		}
-		if cfg.DNSDomain != "" {
-			if msg := dnsUnreachable(views, in.DNS); msg != "" {
-				return stop(PhaseBlocked, ReasonDNSUnreachable, msg)
-			}
-		}
-	}
+	return "", "", ""
+}
 
-	// Candidates in the order they go: unhealthy first, then healthy
-	// non-leaders, then leaders; highest ordinal first within each group.
-	var unhealthy, healthy, leaders, draining []*podView
-	for i := range views {
-		v := &views[i]
-		switch {
-		case v.pod == nil || v.terminating || v.updated:
-		case !v.ready:
-			unhealthy = append(unhealthy, v)
-		case cfg.DrainTimeout > 0 && PodDrain(v.pod).Requested:
-			draining = append(draining, v)
-		case v.leader:
-			leaders = append(leaders, v)
-		default:
-			healthy = append(healthy, v)
-		}
+// settled is the status with no rollout under way: Complete when a rollout
+// of this revision was seen, Idle otherwise.
+func settled(in Input, c *census) (Phase, string, string, []Deletion) {
+	rev := in.StatefulSet.Status.UpdateRevision
+	if prev := in.Previous; prev != nil && prev.UpdateRevision == rev && prev.Phase != PhaseIdle {
+		return PhaseComplete, ReasonRolloutComplete, fmt.Sprintf(
+			"revision %s rolled out: %d of %d pods updated and available", rev, c.updatedAvailable, c.replicas), nil
 	}
-	nonLeaderOutdated := len(healthy)
-	for _, v := range unhealthy {
-		if !v.leader {
-			nonLeaderOutdated++
-		}
-	}
-	// A pod asked to drain is leaving: it counts as unavailable, and it is
-	// an outdated non-leader the leader waits for.
-	drainUnavailable, drainNonLeaders := countDraining(draining)
-	unavailable += drainUnavailable
-	nonLeaderOutdated += drainNonLeaders
+	return PhaseIdle, ReasonUpToDate, fmt.Sprintf("%d of %d pods at revision %s", c.updated, c.replicas, rev), nil
+}
 
-	var deleted []string
-	for _, v := range unhealthy {
-		if room <= 0 || inFlight >= cfg.MaxUnavailable {
-			break
-		}
-		plan.Deletions = append(plan.Deletions, Deletion{Pod: v.pod, Method: MethodDelete, Message: fmt.Sprintf(
-			"%s is outdated and not ready (%s): replaced first, it costs no availability", v.name(), unhealthyWhy(v.pod))})
-		deleted = append(deleted, v.name())
-		room--
-		inFlight++
+// rolling is step 3 of a plan under way: what the status says of the
+// deletions chosen, or of what holds them back.
+func rolling(in Input, c *census, ch *choice) (Phase, string, string) {
+	maxU := in.Config.MaxUnavailable
+	progress := fmt.Sprintf("%d of %d pods updated", c.updated, c.target)
+	var waits []string
+	if len(c.unlabelled) > 0 {
+		waits = append(waits, "left alone, without a "+revisionLabel+" label: "+listSome(c.unlabelled, len(c.unlabelled), ", "))
 	}
-
-	used := map[string]int32{}
-	// waitDrain names the pods asked to drain and not evicted now, with the
-	// request's time.
-	waitDrain := map[string]string{}
-	// pdbBlocked names the pods a budget held back; only the first few are
-	// formatted, for the message.
-	var pdbBlocked []string
-	blocked := 0
-	// evict plans the eviction of v unless a budget holds it back; the
-	// message is made only for pods that go.
-	evict := func(v *podView, why func() string) bool {
-		for _, b := range in.Budgets[v.name()] {
-			// A stale budget allows nothing, whatever its count says.
-			if b.Stale || b.Allowed-used[b.Name] <= 0 {
-				blocked++
-				switch {
-				case len(pdbBlocked) == maxListed:
-				case b.Stale:
-					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
-				default:
-					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
-				}
-				return false
-			}
-		}
-		for _, b := range in.Budgets[v.name()] {
-			used[b.Name]++
-		}
-		plan.Deletions = append(plan.Deletions, evictOrAsk(in, v.pod, why(), waitDrain))
-		deleted = append(deleted, v.name())
-		room--
-		if v.available {
-			unavailable++
-		}
-		return true
+	if c.stuck > 0 {
+		waits = append(waits, "stuck terminating: "+listSome(c.stuckFirst, c.stuck, "; "))
 	}
-	// Pods asked to drain go first: they hold their budgets, and are evicted
-	// once they answer or time out.
-	for _, v := range draining {
-		for _, b := range in.Budgets[v.name()] {
-			used[b.Name]++
-		}
-	}
-	for _, v := range draining {
-		if room <= 0 {
-			break
-		}
-		room--
-		d, wait := drainedEviction(in, v.pod, waitDrain)
-		if d == nil {
-			if wait > 0 && (requeue == 0 || wait < requeue) {
-				requeue = wait
-			}
-			continue
-		}
-		held := false
-		for _, b := range in.Budgets[v.name()] {
-			// used counts this pod already.
-			if b.Stale || b.Allowed-used[b.Name]+1 <= 0 {
-				held = true
-				blocked++
-				if len(pdbBlocked) < maxListed {
-					pdbBlocked = append(pdbBlocked, fmt.Sprintf("%s (drained; PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
-				}
-				break
-			}
-		}
-		if held {
-			waitDrain[v.name()] = v.pod.Annotations[AnnotationDrainRequested]
-			continue
-		}
-		plan.Deletions = append(plan.Deletions, *d)
-		deleted = append(deleted, v.name())
-	}
-	for _, v := range healthy {
-		if room <= 0 || unavailable >= cfg.MaxUnavailable {
-			break
-		}
-		evict(v, func() string {
-			return fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
-				v.name(), v.ordinal, cfg.MaxUnavailable, replicas)
-		})
-	}
-	if nonLeaderOutdated == 0 {
-		for _, v := range leaders {
-			if room <= 0 || unavailable >= cfg.MaxUnavailable {
-				break
-			}
-			evict(v, func() string {
-				return fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name())
-			})
-		}
-	}
-
-	if len(waitDrain) > 0 {
-		st.WaitingForDrain = waitDrain
+	also := ""
+	if len(waits) > 0 {
+		also = "; " + strings.Join(waits, "; ")
 	}
 	switch {
-	case len(waitDrain) > 0 && onlyDrainRequests(plan.Deletions):
-		return stop(PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(waitDrain, cfg))
-	case len(deleted) > 0:
-		return stop(PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %d of %d pods updated",
-			listSome(deleted, len(deleted), ", "), st.Updated, target))
-	case rolling && blocked > 0 && inFlight > 0:
+	case ch.guard != nil && len(ch.deletions) > 0:
+		return ch.guard.phase, ch.guard.reason, fmt.Sprintf("%s; meanwhile removing unhealthy %s; %s%s",
+			ch.guard.message, listSome(ch.names, len(ch.names), ", "), progress, also)
+	case len(ch.waitDrain) > 0 && onlyDrainRequests(ch.deletions):
+		return PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(ch.waitDrain, in.Config) + also
+	case len(ch.deletions) > 0:
+		return PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %s%s",
+			listSome(ch.names, len(ch.names), ", "), progress, also)
+	case ch.guard != nil:
+		return ch.guard.phase, ch.guard.reason, ch.guard.message + also
+	case ch.pdbBlockedCount > 0 && ch.inFlight > 0:
 		// The budgets are spent on replacements under way; they give the
 		// headroom back as those become available. That is waiting, not a
 		// block worth a warning.
-		return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
-			"%d replacement(s) not yet available; until then: %s", inFlight, listSome(pdbBlocked, blocked, "; ")))
-	case rolling && blocked > 0:
-		return stop(PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: "+listSome(pdbBlocked, blocked, "; "))
-	case rolling || pending || (prevRolling && (st.Updated < target || st.UpdatedAvailable < st.Updated)):
-		if len(waitingDNS) > 0 {
-			return stop(PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
-				"waiting for DNS: %s", formatWaiting(waitingDNS)))
-		}
-		if rolling {
-			return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
-				"%d of %d pods unavailable (max-unavailable %d); %d of %d pods updated",
-				unavailable, replicas, cfg.MaxUnavailable, st.Updated, target))
-		}
-		return stop(PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
-			"waiting for updated pods to become available: %d of %d updated, %d available", st.Updated, target, st.UpdatedAvailable))
+		return PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+			"%d replacement(s) not yet available; until then: %s%s", ch.inFlight, listSome(ch.pdbBlocked, ch.pdbBlockedCount, "; "), also)
+	case ch.pdbBlockedCount > 0:
+		return PhaseBlocked, ReasonBlockedByPDB, "no more pods can be disrupted: " + listSome(ch.pdbBlocked, ch.pdbBlockedCount, "; ") + also
+	case c.waitingDNS > 0:
+		return PhaseRolling, ReasonWaitingForDNS, fmt.Sprintf(
+			"waiting for DNS: %s%s", formatWaiting(c), also)
+	case c.workLeft() && c.outdated == 0 && ch.inFlight == 0:
+		// Only pods of unknown revision are left: nothing will change
+		// until someone looks at them.
+		return PhaseBlocked, ReasonUnknownRevision, "no outdated pod can be removed" + also
+	case c.workLeft():
+		return PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+			"%d of %d pods unavailable (max-unavailable %d); %s%s", ch.unavailable, c.replicas, maxU, progress, also)
 	}
-	if in.Previous != nil && in.Previous.UpdateRevision == st.UpdateRevision && in.Previous.Phase != PhaseIdle {
-		return stop(PhaseComplete, ReasonRolloutComplete, fmt.Sprintf(
-			"revision %s rolled out: %d of %d pods updated and available", st.UpdateRevision, st.UpdatedAvailable, replicas))
-	}
-	return stop(PhaseIdle, ReasonUpToDate, fmt.Sprintf("%d of %d pods at revision %s", st.Updated, replicas, st.UpdateRevision))
+	return PhaseRolling, ReasonWaitingForAvailability, fmt.Sprintf(
+		"waiting for updated pods to become available: %d of %d updated, %d available%s", c.updated, c.target, c.updatedAvailable, also)
 }
+
+const revisionLabel = appsv1.ControllerRevisionHashLabelKey
 
 // finish keeps the times: the last transition when the phase changes, the last
 // progress while a rollout runs, and turns a rollout past its deadline into
@@ -461,149 +306,6 @@ func previousPhase(in Input) Phase {
 	return PhaseIdle
 }
 
-// viewPods looks at each ordinal the StatefulSet should have, and says how long
-// until a Ready pod passes minReadySeconds (0 when none waits).
-func viewPods(in Input) ([]podView, time.Duration) {
-	sts := in.StatefulSet
-	start := 0
-	if sts.Spec.Ordinals != nil {
-		start = int(sts.Spec.Ordinals.Start)
-	}
-	replicas := int(Replicas(sts))
-	byOrdinal := make(map[int]*corev1.Pod, len(in.Pods))
-	for _, p := range in.Pods {
-		if o, ok := Ordinal(sts, p); ok && o >= start && o < start+replicas {
-			byOrdinal[o] = p
-		}
-	}
-	minReady := time.Duration(sts.Spec.MinReadySeconds) * time.Second
-	leader := in.Config.LeaderSelector
-	if leader == nil {
-		leader = labels.Nothing()
-	}
-	var requeue time.Duration
-	views := make([]podView, 0, replicas)
-	for o := start + replicas - 1; o >= start; o-- {
-		v := podView{ordinal: o, pod: byOrdinal[o]}
-		if v.pod != nil {
-			p := v.pod
-			v.terminating = p.DeletionTimestamp != nil
-			v.updated = Revision(p) == sts.Status.UpdateRevision
-			v.leader = leader.Matches(labels.Set(p.Labels))
-			v.ready = IsRunningAndReady(p)
-			dnsOK := true
-			if in.Config.DNSDomain != "" && !v.terminating {
-				s := in.DNS[p.Name]
-				dnsOK = s.Propagated && !s.Unreachable
-				v.waitingForDNS = !dnsOK && p.Status.PodIP != ""
-			}
-			if v.ready && !v.terminating {
-				minReadyOK := true
-				// Without minReadySeconds, Ready is available at once, even
-				// when the kubelet's clock runs ahead of ours.
-				if minReady > 0 {
-					since := in.Now.Sub(readySince(p))
-					if since < minReady {
-						minReadyOK = false
-						v.availableIn = minReady - since
-						if requeue == 0 || v.availableIn < requeue {
-							requeue = v.availableIn
-						}
-					}
-				}
-				v.available = dnsOK && minReadyOK
-			}
-		}
-		views = append(views, v)
-	}
-	return views, requeue
-}
-
-// Ordinal parses the pod's ordinal from its name, <statefulset>-<ordinal>.
-func Ordinal(sts *appsv1.StatefulSet, pod *corev1.Pod) (int, bool) {
-	s, ok := strings.CutPrefix(pod.Name, sts.Name+"-")
-	if !ok {
-		return 0, false
-	}
-	// Digits only, without leading zeros: the one spelling the StatefulSet
-	// controller gives an ordinal.
-	if s == "" || len(s) > 1 && s[0] == '0' || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, false
-	}
-	o, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, false
-	}
-	return o, true
-}
-
-// Revision is the pod's controller-revision-hash label.
-func Revision(pod *corev1.Pod) string {
-	return pod.Labels[appsv1.ControllerRevisionHashLabelKey]
-}
-
-// IsRunningAndReady reports whether the pod runs and its Ready condition
-// (which includes every readiness gate) is True.
-func IsRunningAndReady(pod *corev1.Pod) bool {
-	if pod.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	c := podCondition(pod, corev1.PodReady)
-	return c != nil && c.Status == corev1.ConditionTrue
-}
-
-func readySince(pod *corev1.Pod) time.Time {
-	if c := podCondition(pod, corev1.PodReady); c != nil {
-		return c.LastTransitionTime.Time
-	}
-	return time.Time{}
-}
-
-func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
-	for i := range pod.Status.Conditions {
-		if pod.Status.Conditions[i].Type == t {
-			return &pod.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-// unhealthyWhy names what is wrong with a pod that is not ready.
-func unhealthyWhy(pod *corev1.Pod) string {
-	for _, cs := range pod.Status.ContainerStatuses {
-		if w := cs.State.Waiting; w != nil && w.Reason != "" {
-			return w.Reason
-		}
-	}
-	if pod.Status.Phase != corev1.PodRunning {
-		return string(pod.Status.Phase)
-	}
-	return "NotReady"
-}
-
-// multipleBudgets names the pods more than one budget selects. The eviction API
-// refuses such pods, and stsroller will not guess which budget wins.
-func multipleBudgets(views []podView, budgets map[string][]pdb.Budget) string {
-	var bad []string
-	for _, v := range views {
-		if v.pod == nil {
-			continue
-		}
-		if bs := budgets[v.name()]; len(bs) > 1 {
-			names := make([]string, len(bs))
-			for i, b := range bs {
-				names[i] = b.Name
-			}
-			slices.Sort(names)
-			bad = append(bad, fmt.Sprintf("%s (%s)", v.name(), strings.Join(names, ", ")))
-		}
-	}
-	if len(bad) == 0 {
-		return ""
-	}
-	return "more than one PodDisruptionBudget selects a pod, so none of them can be evicted safely: " + listSome(bad, len(bad), "; ")
-}
-
 // dnsDeadlock says when pods could never turn Ready: the template waits for
 // the DNS gate's condition, but the gate is off, or the headless Service does
 // not publish not-ready addresses, so external-dns never publishes the pod.
@@ -635,36 +337,16 @@ func HasDNSReadinessGate(sts *appsv1.StatefulSet) bool {
 	return false
 }
 
-func dnsUnreachable(views []podView, dns map[string]DNSState) string {
-	var bad []string
-	for _, v := range views {
-		if v.pod == nil || v.terminating {
-			continue
-		}
-		if s := dns[v.name()]; s.Unreachable {
-			bad = append(bad, fmt.Sprintf("%s: %s", v.name(), s.Message))
-		}
-	}
-	if len(bad) == 0 {
-		return ""
-	}
-	return "an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " + listSome(bad, len(bad), "; ")
-}
-
-func formatWaiting(m map[string]string) string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(a, b) })
-	parts := make([]string, len(names))
-	for i, n := range names {
+// formatWaiting names the first pods waiting for DNS, with why.
+func formatWaiting(c *census) string {
+	parts := make([]string, len(c.waitingDNSFirst))
+	for i, n := range c.waitingDNSFirst {
 		parts[i] = n
-		if m[n] != "" {
-			parts[i] += " (" + m[n] + ")"
+		if w := c.waitingDNSWhy[n]; w != "" {
+			parts[i] += " (" + w + ")"
 		}
 	}
-	return listSome(parts, len(parts), "; ")
+	return listSome(parts, int(c.waitingDNS), "; ")
 }
 
 // maxListed is how many pods a message names at most: the status annotation
@@ -677,7 +359,11 @@ func listSome(items []string, total int, sep string) string {
 	if len(items) > maxListed {
 		items = items[:maxListed]
 	}
-	s := strings.Join(items, sep)
+	cut := make([]string, len(items))
+	for i, it := range items {
+		cut[i] = truncate(it, maxItem)
+	}
+	s := strings.Join(cut, sep)
 	if more := total - len(items); more > 0 {
 		s += fmt.Sprintf("%sand %d more", sep, more)
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -342,6 +343,8 @@ func TestCompute(t *testing.T) {
 			},
 			wantPhase:  PhaseBlocked,
 			wantReason: ReasonMultiplePDBs,
+			// The unhealthy pod costs no budget: its repair goes on.
+			want: []deletion{del("web-0")},
 			check: func(t *testing.T, p Plan) {
 				if !strings.Contains(p.Status.Message, "web-1 (web, web-1)") {
 					t.Errorf("message %q does not name the pod and its budgets", p.Status.Message)
@@ -355,6 +358,30 @@ func TestCompute(t *testing.T) {
 			edit:       func(in *Input) { in.BudgetError = errors.New("PodDisruptionBudget ns/x: invalid selector") },
 			wantPhase:  PhaseBlocked,
 			wantReason: ReasonBlockedByPDB,
+			want:       []deletion{del("web-0")},
+		},
+		{
+			name: "two PDBs over one pod stop every eviction",
+			sts:  newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods: pods("o", "o", "o"),
+			edit: func(in *Input) {
+				in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "web", Allowed: 3})
+				in.Budgets["web-0"] = append(in.Budgets["web-0"], pdb.Budget{Name: "web-0", Allowed: 1})
+			},
+			wantPhase:  PhaseBlocked,
+			wantReason: ReasonMultiplePDBs,
+		},
+		{
+			name: "a DNS server that cannot be asked stops evictions, not repairs",
+			sts:  newSet(3, ann(AnnotationMaxUnavailable, "2", AnnotationDNSDomain, "web.example.com")),
+			pods: pods("O", "o", "o"),
+			edit: func(in *Input) {
+				in.DNS = propagated("web-0", "web-1")
+				in.DNS["web-2"] = DNSState{Unreachable: true, Message: "ns2: i/o timeout"}
+			},
+			wantPhase:  PhaseBlocked,
+			wantReason: ReasonDNSUnreachable,
+			want:       []deletion{del("web-0")},
 		},
 
 		// Step 4: leader last.
@@ -747,6 +774,144 @@ func TestCompute(t *testing.T) {
 			wantPhase:  PhaseRolling,
 			wantReason: ReasonWaitingForAvailability,
 		},
+		{
+			// kubernetes#... bug 4 of issue 9: the kept old pod crashing
+			// after the target was reached is no rollout, so no Blocked,
+			// no Stalled.
+			name: "a pod kept by the partition crashing after the rollout",
+			sts:  newSet(3, ann(AnnotationPartition, "1")),
+			pods: pods("O", "n", "n"),
+			edit: func(in *Input) {
+				in.Previous = rollingSince(time.Hour, 2)
+				in.Previous.Phase, in.Previous.Reason = PhaseRolling, ReasonWaitingForAvailability
+			},
+			wantPhase:  PhaseComplete,
+			wantReason: ReasonRolloutComplete,
+		},
+		{
+			// What turned such a StatefulSet Blocked, then Stalled: a guard
+			// that only a rollout under way consults.
+			name: "a pod kept by the partition crashing after the rollout, its DNS server unreachable",
+			sts:  newSet(3, ann(AnnotationPartition, "1", AnnotationDNSDomain, "web.example.com")),
+			pods: pods("O", "n", "n"),
+			edit: func(in *Input) {
+				in.Previous = rollingSince(time.Hour, 2)
+				in.DNS = propagated("web-1", "web-2")
+				in.DNS["web-0"] = DNSState{Unreachable: true, Message: "ns2: i/o timeout"}
+			},
+			wantPhase:  PhaseComplete,
+			wantReason: ReasonRolloutComplete,
+		},
+		{
+			name: "a pod kept by the partition crashing after completion",
+			sts:  newSet(3, ann(AnnotationPartition, "1")),
+			pods: pods("O", "n", "n"),
+			edit: func(in *Input) {
+				in.Previous = &Status{Phase: PhaseComplete, Reason: ReasonRolloutComplete, UpdateRevision: newRev}
+			},
+			wantPhase:  PhaseComplete,
+			wantReason: ReasonRolloutComplete,
+		},
+
+		// A StatefulSet being deleted: its pods may never come back.
+		{
+			name: "a StatefulSet being deleted gets no deletions",
+			sts: func() *appsv1.StatefulSet {
+				sts := newSet(3, ann(AnnotationMaxUnavailable, "3"))
+				sts.DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(-time.Second)))
+				return sts
+			}(),
+			pods:       pods("O", "o", "o"),
+			wantPhase:  PhaseBlocked,
+			wantReason: ReasonStatefulSetDeleting,
+		},
+		{
+			name: "a StatefulSet being deleted after its rollout stays complete",
+			sts: func() *appsv1.StatefulSet {
+				sts := newSet(3, nil)
+				sts.DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(-time.Second)))
+				return sts
+			}(),
+			pods: pods("n", "n", "n"),
+			edit: func(in *Input) {
+				in.Previous = &Status{Phase: PhaseComplete, Reason: ReasonRolloutComplete, UpdateRevision: newRev}
+			},
+			wantPhase:  PhaseComplete,
+			wantReason: ReasonStatefulSetDeleting,
+		},
+
+		// Pods whose revision cannot be told are left alone.
+		{
+			name: "a pod without a revision label is never removed",
+			sts:  newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods: func() []*corev1.Pod {
+				ps := pods("o", "n", "o")
+				delete(ps[2].Labels, appsv1.ControllerRevisionHashLabelKey)
+				return ps
+			}(),
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonDeletingPods,
+			want:       []deletion{evict("web-0")},
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.Status.Message, "web-2") {
+					t.Errorf("message %q does not name the pod left alone", p.Status.Message)
+				}
+			},
+		},
+		{
+			name: "only pods without a revision label left",
+			sts:  newSet(3, nil),
+			pods: func() []*corev1.Pod {
+				ps := pods("n", "n", "o")
+				delete(ps[2].Labels, appsv1.ControllerRevisionHashLabelKey)
+				return ps
+			}(),
+			edit:       func(in *Input) { in.Previous = rollingSince(time.Minute, 2) },
+			wantPhase:  PhaseBlocked,
+			wantReason: ReasonUnknownRevision,
+		},
+
+		// A pod stuck terminating is named, with what holds it.
+		{
+			name: "a pod stuck terminating on a finalizer",
+			sts:  newSet(3, nil),
+			pods: func() []*corev1.Pod {
+				ps := pods("o", "o", "n")
+				ps[1].Labels[appsv1.ControllerRevisionHashLabelKey] = newRev
+				ps[1].DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(-time.Hour)))
+				ps[1].Finalizers = []string{"example.com/hold"}
+				return ps
+			}(),
+			edit:       func(in *Input) { in.Previous = rollingSince(time.Minute, 1) },
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.Status.Message, "web-1") || !strings.Contains(p.Status.Message, "example.com/hold") {
+					t.Errorf("message %q does not name the stuck pod and its finalizer", p.Status.Message)
+				}
+			},
+		},
+		{
+			name: "a pod terminating within its grace period is not stuck",
+			sts:  newSet(3, nil),
+			pods: func() []*corev1.Pod {
+				ps := pods("o", "o", "n")
+				ps[1].DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(10 * time.Second)))
+				ps[1].Finalizers = []string{"example.com/hold"}
+				return ps
+			}(),
+			edit:       func(in *Input) { in.Previous = rollingSince(time.Minute, 1) },
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+			check: func(t *testing.T, p Plan) {
+				if strings.Contains(p.Status.Message, "stuck") {
+					t.Errorf("message %q calls a pod in its grace period stuck", p.Status.Message)
+				}
+				if p.RequeueAfter != 10*time.Second+stuckAfter {
+					t.Errorf("requeue after %s, want when the pod would turn stuck", p.RequeueAfter)
+				}
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -963,6 +1128,67 @@ func TestOrdinal(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("Ordinal(%s) = %d, %v; want %d, %v", tc.name, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// A StatefulSet may ask for any number of replicas: the plan grows with the
+// pods that exist, not with spec.replicas, so a huge replicas count with no
+// pods plans in bounded memory and time.
+func TestComputeHugeReplicas(t *testing.T) {
+	for _, n := range []int32{1 << 20, math.MaxInt32} {
+		sts := newSet(n, ann(AnnotationMaxUnavailable, "25%"))
+		in := input(t, sts, pods("o", "O", "n"))
+		in.Previous = rollingSince(time.Minute, 1)
+		var plan Plan
+		allocs := testing.AllocsPerRun(3, func() { plan = Compute(in) })
+		if plan.Status.Replicas != n || plan.Status.Phase != PhaseRolling {
+			t.Errorf("replicas %d: status %+v", n, plan.Status)
+		}
+		// Three pods exist; every other ordinal is missing, so the
+		// replacements in flight (missing pods) use up max-unavailable and
+		// nothing is removed.
+		if len(plan.Deletions) != 0 {
+			t.Errorf("replicas %d: deletions %v", n, deletionsOf(plan))
+		}
+		if allocs > 100 {
+			t.Errorf("replicas %d: %.0f allocations a plan; it must not grow with replicas", n, allocs)
+		}
+		res := testing.Benchmark(func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Compute(in)
+			}
+		})
+		if bytes := res.AllocedBytesPerOp(); bytes > 64<<10 {
+			t.Errorf("replicas %d: %d bytes a plan; it must not grow with replicas", n, bytes)
+		}
+	}
+}
+
+// The status annotation must stay small whatever the size: 5,000 pods
+// waiting for DNS are counted, and only the first few named.
+func TestStatusStaysSmall(t *testing.T) {
+	const n = 5000
+	sts := newSet(n, ann(AnnotationDNSDomain, "web.example.com", AnnotationMaxUnavailable, "100%"))
+	var ps []*corev1.Pod
+	in := input(t, sts, nil)
+	in.DNS = map[string]DNSState{}
+	for o := range n {
+		p := newPod(o, newRev)
+		ps = append(ps, p)
+		in.DNS[p.Name] = DNSState{Message: strings.Repeat("ns1.example.com: answered 10.0.0.1, not the pod's IP; ", 20)}
+	}
+	in.Pods = ps
+	in.Previous = rollingSince(time.Minute, 0)
+	plan := Compute(in)
+	if plan.Status.Reason != ReasonWaitingForDNS || plan.Status.WaitingForDNSCount != n {
+		t.Fatalf("reason %s, %d waiting for DNS; want %s, %d", plan.Status.Reason, plan.Status.WaitingForDNSCount, ReasonWaitingForDNS, n)
+	}
+	if got := len(plan.Status.Encode()); got > 4<<10 {
+		t.Errorf("status of %d bytes, want at most 4 KiB", got)
+	}
+	if len(plan.Status.WaitingForDNS) != maxListed {
+		t.Errorf("%d pods named, want %d", len(plan.Status.WaitingForDNS), maxListed)
 	}
 }
 

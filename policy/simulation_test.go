@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -476,11 +477,16 @@ func (s *sim) check(in Input, plan Plan) {
 		fail("status counts updated %d, available %d, updated available %d; the cluster has %d, %d, %d",
 			st.Updated, st.Available, st.UpdatedAvailable, updated, avail, updatedAvail)
 	}
-	if len(waitingDNS) == 0 {
-		waitingDNS = nil
+	// The status names at most maxListed of the pods waiting for DNS, and
+	// counts them all.
+	if int(st.WaitingForDNSCount) != len(waitingDNS) || len(st.WaitingForDNS) != min(len(waitingDNS), maxListed) {
+		fail("status waiting for DNS: %d named of %d, want %d named of %d",
+			len(st.WaitingForDNS), st.WaitingForDNSCount, min(len(waitingDNS), maxListed), len(waitingDNS))
 	}
-	if fmt.Sprint(st.WaitingForDNS) != fmt.Sprint(waitingDNS) {
-		fail("status waiting for DNS %v, want %v", st.WaitingForDNS, waitingDNS)
+	for n, why := range st.WaitingForDNS {
+		if want, ok := waitingDNS[n]; !ok || want != why {
+			fail("status: %s waits for DNS (%q); the cluster says %v (%q)", n, why, ok, want)
+		}
 	}
 
 	// Every deletion is of an outdated, live pod of ours, at most once, with
@@ -646,6 +652,64 @@ func (s *sim) check(in Input, plan Plan) {
 			fail("evicted %d drained pods, the budget allows %d (stale %v)", drained, allowed, s.pdbStale)
 		}
 	}
+	// (i) Batches are as large as allowed: when max-unavailable, the
+	// budget and the target allow k more, k go in the same plan. The
+	// model counts them on its own, in the planner's order: unhealthy
+	// outdated pods while fewer than max-unavailable replacements are in
+	// flight; then healthy ones (leaders only when no other outdated pod is
+	// left) while fewer than max-unavailable pods are unavailable and the
+	// budget has headroom; each an available pod makes one more unavailable.
+	if in.AwaitingDeletions == 0 && s.observed == s.generation {
+		coming := 0
+		for _, p := range s.pods {
+			if p == nil || p.terminating > 0 || p.rev == s.updateRev {
+				coming++
+			}
+		}
+		room := target - coming
+		wantDeleted := max(0, min(len(unhealthyOutdated), maxU-inFlight, room))
+		room -= wantDeleted
+		wantEvicted := 0
+		guarded := false
+		if u := s.podNamed(s.unreachable); s.cfg.dns && u != nil && u.terminating == 0 {
+			guarded = true // a DNS server cannot be asked: no eviction
+		}
+		allowed := math.MaxInt
+		if s.cfg.pdbMinAvailable >= 0 {
+			allowed = int(s.pdbAllowed)
+			if s.pdbStale {
+				allowed = 0
+			}
+		}
+		// Pods asked to drain take their room and hold their budget; new
+		// pods are asked, or evicted, after them. Leaders wait for them.
+		room -= min(max(room, 0), drainingHeld)
+		allowed -= drainingHeld
+		leadersTurn := len(nonLeaderOutdated) == 0 && drainingHeld == 0
+		u := unavailable
+		for o := len(s.pods) - 1; o >= 0 && !guarded; o-- {
+			p := s.pods[o]
+			if p == nil || p.terminating > 0 || p.rev == s.updateRev || !p.ready || p.leader != leadersTurn {
+				continue
+			}
+			if s.cfg.drainTimeout > 0 && !p.drainRequested.IsZero() {
+				continue
+			}
+			if room <= 0 || u >= maxU || allowed <= 0 {
+				break
+			}
+			wantEvicted++
+			room--
+			allowed--
+			if s.available(p) {
+				u++
+			}
+		}
+		if deleted != wantDeleted || evicted != wantEvicted {
+			fail("batch of %d deletions and %d evictions; max-unavailable %d, the budget and the target allow %d and %d",
+				deleted, evicted, maxU, wantDeleted, wantEvicted)
+		}
+	}
 	// (e) Never more than replicas - partition pods at the update revision
 	// because of us: missing and terminating pods come back at it.
 	coming := 0
@@ -662,6 +726,16 @@ func (s *sim) check(in Input, plan Plan) {
 	if s.cfg.broken && s.cfg.chaosSteps == 0 && s.updateRev == newRev && coming > maxU {
 		fail("broken revision: %d pods are or will be at it, max-unavailable %d", coming, maxU)
 	}
+}
+
+// podNamed is the model's pod of that name, nil when there is none.
+func (s *sim) podNamed(name string) *simPod {
+	for _, p := range s.pods {
+		if p != nil && p.name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 // apply carries the plan out as the API server would.

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,6 +55,13 @@ const (
 	ReasonRolloutComplete          = "RolloutComplete"
 	ReasonUpToDate                 = "UpToDate"
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonStatefulSetDeleting: the StatefulSet has a deletionTimestamp;
+	// none of its pods is removed, since they may never come back.
+	ReasonStatefulSetDeleting = "StatefulSetDeleting"
+	// ReasonUnknownRevision: the only pods left to update have no
+	// controller-revision-hash label, so their revision cannot be told and
+	// stsroller leaves them alone.
+	ReasonUnknownRevision = "UnknownRevision"
 
 	// Per pod, on the StatefulSet and the pod.
 	ReasonDeletedUnhealthyPod = "DeletedUnhealthyPod"
@@ -79,7 +87,10 @@ type Status struct {
 	LastTransitionTime metav1.Time `json:"lastTransitionTime"`
 	// LastProgressTime is when UpdatedAvailable last grew during this rollout.
 	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
-	// WaitingForDNS names the pods the DNS gate holds, with why.
+	// WaitingForDNSCount counts the pods the DNS gate holds.
+	WaitingForDNSCount int32 `json:"waitingForDNSCount,omitempty"`
+	// WaitingForDNS names the first of them (at most 10, highest ordinal
+	// first), with why.
 	WaitingForDNS map[string]string `json:"waitingForDNS,omitempty"`
 	// WaitingForDrain names the pods asked to drain and not yet evicted, with
 	// the time of the request (RFC 3339).
@@ -99,6 +110,38 @@ func ParseStatus(annotations map[string]string) *Status {
 		return nil
 	}
 	return &s
+}
+
+// Bounds on what a status holds, so the annotation stays far below the API
+// server's 256 KiB limit on all annotations, however many pods a StatefulSet
+// has: a message of at most maxMessage bytes (lists in it name at most
+// maxListed items of at most maxItem bytes each), and at most maxListed pods
+// waiting for DNS, each with a reason of at most maxWhy bytes.
+const (
+	maxMessage = 2048
+	maxWhy     = 120
+	maxItem    = 160
+)
+
+// bound cuts the status's texts to their bounds.
+func (s *Status) bound() {
+	s.Message = truncate(s.Message, maxMessage)
+	for n, why := range s.WaitingForDNS {
+		s.WaitingForDNS[n] = truncate(why, maxWhy)
+	}
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // Encode renders the status as the annotation's value.
@@ -144,6 +187,7 @@ var warningReasons = map[string]bool{
 	ReasonDNSGateDeadlock:          true,
 	ReasonDNSUnreachable:           true,
 	ReasonProgressDeadlineExceeded: true,
+	ReasonUnknownRevision:          true,
 }
 
 // quietReasons change too often, or say too little, to be worth an event:

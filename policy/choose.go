@@ -1,0 +1,169 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/stsroller/stsroller/pdb"
+)
+
+// guard is a reason not to evict any healthy pod of the StatefulSet now.
+// Guards hold evictions only: unhealthy outdated pods cost no availability
+// and no disruption budget, so their replacement goes on.
+type guard struct {
+	phase   Phase
+	reason  string
+	message string
+}
+
+// choice is step 2 of a plan: the deletions, and what held others back.
+type choice struct {
+	deletions []Deletion
+	// names of the removed pods, for the status message.
+	names []string
+	// unhealthyDeleted counts the direct deletions among them.
+	unhealthyDeleted int
+	// guard, when set, held every eviction back.
+	guard *guard
+	// pdbBlocked names the pods a budget held back (the first few), of
+	// pdbBlockedCount.
+	pdbBlocked      []string
+	pdbBlockedCount int
+	// unavailable and inFlight after the plan.
+	unavailable, inFlight int32
+	// waitDrain names the pods asked to drain and not evicted now, with the
+	// request's time.
+	waitDrain map[string]string
+}
+
+// choose picks the pods to remove now: unhealthy outdated pods first, while
+// at most max-unavailable replacements are in flight; then healthy ones,
+// while fewer than max-unavailable pods are unavailable and every budget over
+// the pod has headroom; leaders only when no other outdated pod is left.
+// Highest ordinal first within each kind.
+func choose(in Input, c *census) choice {
+	maxU := in.Config.MaxUnavailable
+	ch := choice{unavailable: c.unavailable(), inFlight: c.inFlight()}
+	room := c.room()
+
+	for i := range c.unhealthy {
+		v := &c.unhealthy[i]
+		if room <= 0 || ch.inFlight >= maxU {
+			break
+		}
+		ch.add(v, MethodDelete, fmt.Sprintf(
+			"%s is outdated and not ready (%s): replaced first, it costs no availability", v.name(), unhealthyWhy(v.pod)))
+		room--
+		ch.inFlight++
+		ch.unhealthyDeleted++
+	}
+
+	// Leaders wait until no other outdated pod is left; an unhealthy leader
+	// is unhealthy first.
+	// Pods asked to drain are outdated pods they wait for too.
+	evictable := c.healthy
+	if len(c.healthy) == 0 && len(c.draining) == 0 && !slices.ContainsFunc(c.unhealthy, func(v candidate) bool { return !v.leader }) {
+		evictable = c.leaders
+	}
+	if len(evictable) == 0 && len(c.draining) == 0 {
+		return ch
+	}
+	if ch.guard = evictionGuard(in, c); ch.guard != nil {
+		return ch
+	}
+	used := map[string]int32{}
+	room = ch.drained(in, c, room, used)
+	for i := range evictable {
+		v := &evictable[i]
+		if room <= 0 || ch.unavailable >= maxU {
+			break
+		}
+		budgets := in.Budgets[v.name()]
+		if ch.heldBack(v, budgets, used) {
+			continue
+		}
+		for _, b := range budgets {
+			used[b.Name]++
+		}
+		msg := fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
+			v.name(), v.ordinal, maxU, c.replicas)
+		if v.leader {
+			msg = fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name())
+		}
+		ch.evictOrAsk(in, v, msg)
+		room--
+		// A pod that is Ready but not yet available (minReadySeconds, DNS)
+		// is unavailable already: evicting it costs nothing more.
+		if v.available {
+			ch.unavailable++
+		}
+	}
+	return ch
+}
+
+func (ch *choice) add(v *candidate, m Method, msg string) {
+	ch.deletions = append(ch.deletions, Deletion{Pod: v.pod, Method: m, Message: msg})
+	ch.names = append(ch.names, v.name())
+}
+
+// heldBack reports whether a budget holds the pod back, counting the
+// evictions already planned in this round; the first few are named, for the
+// status.
+func (ch *choice) heldBack(v *candidate, budgets []pdb.Budget, used map[string]int32) bool {
+	for _, b := range budgets {
+		// A stale budget allows nothing, whatever its count says.
+		if !b.Stale && b.Allowed-used[b.Name] > 0 {
+			continue
+		}
+		ch.pdbBlockedCount++
+		switch {
+		case len(ch.pdbBlocked) == maxListed:
+		case b.Stale:
+			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
+		default:
+			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
+		}
+		return true
+	}
+	return false
+}
+
+// evictionGuard returns what forbids every eviction of this StatefulSet now:
+// more than one budget over a pod, a budget that cannot be read, a DNS server
+// that cannot be asked.
+func evictionGuard(in Input, c *census) *guard {
+	if msg := multipleBudgets(in.Budgets); msg != "" {
+		return &guard{PhaseBlocked, ReasonMultiplePDBs, msg}
+	}
+	if in.BudgetError != nil {
+		return &guard{PhaseBlocked, ReasonBlockedByPDB, in.BudgetError.Error()}
+	}
+	if c.unreachable > 0 {
+		return &guard{PhaseBlocked, ReasonDNSUnreachable,
+			"an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " +
+				listSome(c.unreachableFirst, c.unreachable, "; ")}
+	}
+	return nil
+}
+
+// multipleBudgets names the pods more than one budget selects. The eviction API
+// refuses such pods, and stsroller will not guess which budget wins.
+func multipleBudgets(budgets map[string][]pdb.Budget) string {
+	var bad []string
+	for name, bs := range budgets {
+		if len(bs) > 1 {
+			names := make([]string, len(bs))
+			for i, b := range bs {
+				names[i] = b.Name
+			}
+			slices.Sort(names)
+			bad = append(bad, fmt.Sprintf("%s (%s)", name, strings.Join(names, ", ")))
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	slices.Sort(bad)
+	return "more than one PodDisruptionBudget selects a pod, so none of them can be evicted safely: " + listSome(bad, len(bad), "; ")
+}
