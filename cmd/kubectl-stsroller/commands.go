@@ -151,6 +151,9 @@ func writeStatus(w io.Writer, prefix string, st *policy.Status) {
 			line("%s\t%s: %s\n", key, n, st.WaitingForDNS[n])
 			key = ""
 		}
+		if more := int(st.WaitingForDNSCount) - len(names); more > 0 {
+			line("\tand %d more\n", more)
+		}
 	}
 	if len(st.WaitingForDrain) > 0 {
 		names := make([]string, 0, len(st.WaitingForDrain))
