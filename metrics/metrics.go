@@ -38,6 +38,9 @@ type Metrics struct {
 	DNSPropagation prometheus.Histogram
 	// Leader is 1 while this process holds the leader lease.
 	Leader prometheus.Gauge
+	// DrainDuration observes drain handshakes, from the request to the
+	// eviction, by result (Completed, TimedOut).
+	DrainDuration *prometheus.HistogramVec
 }
 
 // New creates the metrics on a registry of their own, with the Go and process
@@ -86,13 +89,18 @@ func New() *Metrics {
 			Help:    "Time from a pod's start to its name resolving to its IP at every authoritative server.",
 			Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
 		}),
+		DrainDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "drain_duration_seconds",
+			Help:    "Time from a drain request to the pod's eviction, by result (Completed: the pod answered; TimedOut: stsroller.io/drain-timeout-seconds passed).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}, []string{"result"}),
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "leader",
 			Help: "1 while this process holds the leader lease, else 0.",
 		}),
 	}
 	r.MustRegister(m.PodsDeleted, m.EvictionsBlocked, m.Rollouts, m.RolloutsBlocked, m.RolloutDuration,
-		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.Leader,
+		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.Leader, m.DrainDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -22,6 +22,7 @@ func TestMetricsAreRegistered(t *testing.T) {
 	m.Rollouts.WithLabelValues("Rolling").Set(1)
 	m.RolloutsBlocked.WithLabelValues("BlockedByPDB").Set(1)
 	m.DNSChecks.WithLabelValues("Propagated").Inc()
+	m.DrainDuration.WithLabelValues("Completed").Observe(3)
 
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -42,6 +43,7 @@ func TestMetricsAreRegistered(t *testing.T) {
 		"stsroller_dns_check_duration_seconds",
 		"stsroller_dns_propagation_seconds",
 		"stsroller_leader",
+		"stsroller_drain_duration_seconds",
 		"stsroller_workqueue_depth",
 		"stsroller_workqueue_adds_total",
 		"stsroller_workqueue_queue_duration_seconds",

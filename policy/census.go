@@ -46,6 +46,9 @@ type census struct {
 	// Outdated live pods by kind, highest ordinal first: not Ready, Ready
 	// leaders, Ready others.
 	unhealthy, leaders, healthy []candidate
+	// draining: Ready outdated pods asked to drain (the handshake on),
+	// highest ordinal first.
+	draining []candidate
 
 	// waitingDNS: pods with an IP whose name has not propagated; the first
 	// maxListed (highest ordinal first) with why.
@@ -192,6 +195,8 @@ func take(in Input) census {
 			switch {
 			case !ready:
 				c.unhealthy = append(c.unhealthy, v)
+			case in.Config.DrainTimeout > 0 && PodDrain(p).Requested:
+				c.draining = append(c.draining, v)
 			case v.leader:
 				c.leaders = append(c.leaders, v)
 			default:

@@ -32,6 +32,9 @@ type choice struct {
 	pdbBlockedCount int
 	// unavailable and inFlight after the plan.
 	unavailable, inFlight int32
+	// waitDrain names the pods asked to drain and not evicted now, with the
+	// request's time.
+	waitDrain map[string]string
 }
 
 // choose picks the pods to remove now: unhealthy outdated pods first, while
@@ -58,17 +61,19 @@ func choose(in Input, c *census) choice {
 
 	// Leaders wait until no other outdated pod is left; an unhealthy leader
 	// is unhealthy first.
+	// Pods asked to drain are outdated pods they wait for too.
 	evictable := c.healthy
-	if len(c.healthy) == 0 && !slices.ContainsFunc(c.unhealthy, func(v candidate) bool { return !v.leader }) {
+	if len(c.healthy) == 0 && len(c.draining) == 0 && !slices.ContainsFunc(c.unhealthy, func(v candidate) bool { return !v.leader }) {
 		evictable = c.leaders
 	}
-	if len(evictable) == 0 {
+	if len(evictable) == 0 && len(c.draining) == 0 {
 		return ch
 	}
 	if ch.guard = evictionGuard(in, c); ch.guard != nil {
 		return ch
 	}
 	used := map[string]int32{}
+	room = ch.drained(in, c, room, used)
 	for i := range evictable {
 		v := &evictable[i]
 		if room <= 0 || ch.unavailable >= maxU {
@@ -86,7 +91,7 @@ func choose(in Input, c *census) choice {
 		if v.leader {
 			msg = fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name())
 		}
-		ch.add(v, MethodEvict, msg)
+		ch.evictOrAsk(in, v, msg)
 		room--
 		// A pod that is Ready but not yet available (minReadySeconds, DNS)
 		// is unavailable already: evicting it costs nothing more.

@@ -29,9 +29,22 @@ const (
 	AnnotationRolloutGroup = "stsroller.io/rollout-group"
 	// AnnotationRolloutGroupOrder orders the members of a group, lower first.
 	AnnotationRolloutGroupOrder = "stsroller.io/rollout-group-order"
+	// AnnotationDrainTimeoutSeconds turns the drain handshake on: healthy pods
+	// are asked to drain, and evicted once they answer or after this long.
+	AnnotationDrainTimeoutSeconds = "stsroller.io/drain-timeout-seconds"
 
 	// AnnotationStatus is written by stsroller: one JSON object, see Status.
 	AnnotationStatus = "stsroller.io/status"
+)
+
+// The annotations of the drain handshake, on pods.
+const (
+	// AnnotationDrainRequested is set by stsroller on a pod it wants to evict,
+	// to the time of the request (RFC 3339).
+	AnnotationDrainRequested = "stsroller.io/drain-requested"
+	// AnnotationDrainComplete is set, to any value, by the pod's sidecar or
+	// application once it has drained: the pod may go.
+	AnnotationDrainComplete = "stsroller.io/drain-complete"
 )
 
 // ConditionDNSPropagated is the pod condition stsroller sets to True once the
@@ -63,6 +76,9 @@ type Config struct {
 	RolloutGroup string
 	// RolloutGroupOrder orders the members of the group, lower first.
 	RolloutGroupOrder int32
+	// DrainTimeout turns the drain handshake on when > 0: how long a pod asked
+	// to drain is waited for before it is evicted anyway.
+	DrainTimeout time.Duration
 }
 
 // ConfigError says which annotation did not parse and what it accepts.
@@ -86,6 +102,7 @@ const (
 	acceptedProgressDeadline  = `an integer number of seconds >= 1`
 	acceptedRolloutGroup      = `a name of at most 63 characters: letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (for example "db")`
 	acceptedRolloutGroupOrder = `an integer (for example "1"; lower goes first)`
+	acceptedDrainTimeout      = `an integer number of seconds >= 1`
 )
 
 // Enabled reports whether the StatefulSet opted in with stsroller.io/enabled.
@@ -179,6 +196,13 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 			return cfg, &ConfigError{AnnotationRolloutGroupOrder, v, acceptedRolloutGroupOrder}
 		}
 		cfg.RolloutGroupOrder = int32(n)
+	}
+	if v, ok := a[AnnotationDrainTimeoutSeconds]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+		if err != nil || n < 1 {
+			return cfg, &ConfigError{AnnotationDrainTimeoutSeconds, v, acceptedDrainTimeout}
+		}
+		cfg.DrainTimeout = time.Duration(n) * time.Second
 	}
 	return cfg, nil
 }

@@ -30,6 +30,7 @@ type configView struct {
 	ProgressDeadline time.Duration
 	Group            string
 	GroupOrder       int32
+	DrainTimeout     time.Duration
 }
 
 func viewConfig(c Config) configView {
@@ -41,6 +42,7 @@ func viewConfig(c Config) configView {
 		Paused:           c.Paused,
 		DNSDomain:        c.DNSDomain,
 		ProgressDeadline: c.ProgressDeadline,
+		DrainTimeout:     c.DrainTimeout,
 	}
 	if c.LeaderSelector != nil {
 		v.LeaderSelector = c.LeaderSelector.String()
@@ -112,6 +114,10 @@ func TestParseConfig(t *testing.T) {
 			want: with(func(v *configView) { v.Group, v.GroupOrder = "db", 2 })},
 		{name: "rollout-group-order negative", replicas: 3, annotations: map[string]string{AnnotationRolloutGroup: "db", AnnotationRolloutGroupOrder: "-1"},
 			want: with(func(v *configView) { v.Group, v.GroupOrder = "db", -1 })},
+		{name: "drain-timeout-seconds", replicas: 3, annotations: map[string]string{AnnotationDrainTimeoutSeconds: "600"},
+			want: with(func(v *configView) { v.DrainTimeout = 10 * time.Minute })},
+		{name: "drain-timeout-seconds spaces", replicas: 3, annotations: map[string]string{AnnotationDrainTimeoutSeconds: " 1 "},
+			want: with(func(v *configView) { v.DrainTimeout = time.Second })},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,6 +188,11 @@ func TestParseConfigInvalid(t *testing.T) {
 		{AnnotationRolloutGroupOrder, "1.5", acceptedRolloutGroupOrder},
 		{AnnotationRolloutGroupOrder, "", acceptedRolloutGroupOrder},
 		{AnnotationRolloutGroupOrder, "99999999999", acceptedRolloutGroupOrder},
+		{AnnotationDrainTimeoutSeconds, "0", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "-1", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "10s", acceptedDrainTimeout},
+		{AnnotationDrainTimeoutSeconds, "99999999999", acceptedDrainTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.annotation+"="+tc.value, func(t *testing.T) {

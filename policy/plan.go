@@ -114,6 +114,7 @@ func Compute(in Input) Plan {
 			"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions), nil)
 	}
 	ch := choose(in, &c)
+	st.WaitingForDrain = ch.waitDrain
 	phase, reason, msg := rolling(in, &c, &ch)
 	return say(phase, reason, msg, ch.deletions)
 }
@@ -218,6 +219,8 @@ func rolling(in Input, c *census, ch *choice) (Phase, string, string) {
 	case ch.guard != nil && len(ch.deletions) > 0:
 		return ch.guard.phase, ch.guard.reason, fmt.Sprintf("%s; meanwhile removing unhealthy %s; %s%s",
 			ch.guard.message, listSome(ch.names, len(ch.names), ", "), progress, also)
+	case len(ch.waitDrain) > 0 && onlyDrainRequests(ch.deletions):
+		return PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(ch.waitDrain, in.Config) + also
 	case len(ch.deletions) > 0:
 		return PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %s%s",
 			listSome(ch.names, len(ch.names), ", "), progress, also)

@@ -53,11 +53,14 @@ type simConfig struct {
 	// steps, mid-rollout or not; 0 for never.
 	revisionEvery   int
 	deadlineSeconds int
+	// drainTimeout turns the drain handshake on (seconds; 0: off). Pods
+	// asked answer within a few steps, or, one in four, never.
+	drainTimeout int
 }
 
 func (c simConfig) String() string {
-	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds",
-		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds)
+	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds drainTimeout=%ds",
+		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds, c.drainTimeout)
 }
 
 // resolvedMaxUnavailable is max-unavailable as DESIGN.md defines it,
@@ -110,6 +113,10 @@ func randomSimConfig(rng *rand.Rand) simConfig {
 			c.revisionEvery = 5 + rng.IntN(15)
 		}
 	}
+	// Drawn last, so the shapes drawn before the handshake existed stay.
+	if rng.IntN(3) == 0 {
+		c.drainTimeout = 5 * (1 + rng.IntN(6))
+	}
 	return c
 }
 
@@ -127,6 +134,11 @@ type simPod struct {
 	propagated  bool
 	propagateIn int
 	leader      bool
+	// drainRequested is when stsroller asked the pod to drain (zero: not
+	// asked); drainAnswerIn the steps until its sidecar answers (< 0: never).
+	drainRequested time.Time
+	drainAnswerIn  int
+	drainComplete  bool
 }
 
 type sim struct {
@@ -210,6 +222,9 @@ func (s *sim) input() Input {
 	if s.cfg.dns {
 		a[AnnotationDNSDomain] = "web.example.com"
 	}
+	if s.cfg.drainTimeout > 0 {
+		a[AnnotationDrainTimeoutSeconds] = strconv.Itoa(s.cfg.drainTimeout)
+	}
 	sts := newSet(int32(s.cfg.replicas), a)
 	sts.Generation = s.generation
 	sts.Status.ObservedGeneration = s.observed
@@ -257,6 +272,12 @@ func (s *sim) input() Input {
 		}
 		if p.terminating > 0 {
 			pod.DeletionTimestamp = ptr.To(metav1.NewTime(s.now))
+		}
+		if !p.drainRequested.IsZero() {
+			pod.Annotations = map[string]string{AnnotationDrainRequested: p.drainRequested.Format(time.RFC3339)}
+			if p.drainComplete {
+				pod.Annotations[AnnotationDrainComplete] = "true"
+			}
 		}
 		in.Pods = append(in.Pods, pod)
 	}
@@ -347,8 +368,10 @@ func (s *sim) stepBound() int {
 	if s.cfg.broken && s.cfg.rollbackAt == 0 {
 		return 3*s.cfg.deadlineSeconds/int(simStep/time.Second) + 10
 	}
-	// Crashed pods recover within 6 steps of the chaos' end.
-	return max(s.cfg.chaosSteps, s.cfg.rollbackAt) + 6 + 14*(s.cfg.replicas+1)
+	// Crashed pods recover within 6 steps of the chaos' end. A drain adds
+	// its timeout to a wave, at worst.
+	wave := 14 + s.cfg.drainTimeout/int(simStep/time.Second) + 1
+	return max(s.cfg.chaosSteps, s.cfg.rollbackAt) + 6 + wave*(s.cfg.replicas+1)
 }
 
 // done is invariant (f): the rollout is over, and exactly replicas -
@@ -404,6 +427,9 @@ func (s *sim) check(in Input, plan Plan) {
 	// Ready, Ready too briefly, not yet in DNS), replacements in flight,
 	// unhealthy outdated pods.
 	unavailable, inFlight := 0, 0
+	// drainingAvailable: pods asked to drain that are still available (they
+	// count as unavailable); drainingHeld: those the budget is held for.
+	drainingAvailable, drainingHeld := 0, 0
 	var unhealthyOutdated, nonLeaderOutdated []string
 	updated, avail, updatedAvail := int32(0), int32(0), int32(0)
 	waitingDNS := map[string]string{}
@@ -425,6 +451,12 @@ func (s *sim) check(in Input, plan Plan) {
 		}
 		if !up && !p.leader {
 			nonLeaderOutdated = append(nonLeaderOutdated, p.name)
+		}
+		if s.cfg.drainTimeout > 0 && !up && p.ready && !p.drainRequested.IsZero() {
+			drainingHeld++
+			if a {
+				drainingAvailable++
+			}
 		}
 		if up {
 			updated++
@@ -461,7 +493,9 @@ func (s *sim) check(in Input, plan Plan) {
 
 	// Every deletion is of an outdated, live pod of ours, at most once, with
 	// the UID the planner was shown.
-	evicted, deleted := 0, 0
+	// evicted counts new disruptions of healthy pods (evictions without a
+	// handshake, drain requests); drained the evictions of pods asked before.
+	evicted, deleted, drained := 0, 0, 0
 	evictedAvailable := 0
 	seen := map[string]bool{}
 	for i, d := range plan.Deletions {
@@ -500,6 +534,19 @@ func (s *sim) check(in Input, plan Plan) {
 			if !p.ready {
 				fail("%s is not Ready but evicted", p.name)
 			}
+			if s.cfg.drainTimeout > 0 {
+				// No eviction before the drain completes or times out.
+				timeout := time.Duration(s.cfg.drainTimeout) * time.Second
+				switch {
+				case p.drainRequested.IsZero():
+					fail("%s evicted without a drain request", p.name)
+				case !p.drainComplete && s.now.Sub(p.drainRequested) < timeout:
+					fail("%s evicted %s after its drain request, unanswered, before the timeout %s",
+						p.name, s.now.Sub(p.drainRequested), timeout)
+				}
+				drained++
+				continue
+			}
 			// (d) The leader goes last: only when no other outdated pod
 			// is left, or when it is unhealthy (then it is deleted, not
 			// evicted).
@@ -510,10 +557,29 @@ func (s *sim) check(in Input, plan Plan) {
 			if s.available(p) {
 				evictedAvailable++
 			}
+		case MethodRequestDrain:
+			switch {
+			case s.cfg.drainTimeout == 0:
+				fail("%s asked to drain without the handshake", p.name)
+			case !p.ready:
+				fail("%s is not Ready but asked to drain", p.name)
+			case !p.drainRequested.IsZero():
+				fail("%s asked to drain a second time", p.name)
+			}
+			// (d) The leader is asked last.
+			if p.leader && len(nonLeaderOutdated) > 0 {
+				fail("leader %s asked to drain while other outdated pods remain: %v", p.name, nonLeaderOutdated)
+			}
+			evicted++
+			if s.available(p) {
+				evictedAvailable++
+			}
 		default:
 			fail("%s: unknown method %q", p.name, d.Method)
 		}
 	}
+	// A pod asked to drain counts as unavailable.
+	unavailable += drainingAvailable
 
 	// (h) Ties: highest ordinal first. Within the unhealthy deletions and
 	// within the evictions of non-leaders, no pod of the group is passed
@@ -528,6 +594,8 @@ func (s *sim) check(in Input, plan Plan) {
 		switch {
 		case d.Method == MethodDelete:
 			lowestDeleted = min(lowestDeleted, o)
+		case !s.pods[o].drainRequested.IsZero():
+			// Asked when it was next; leadership may have moved since.
 		case !s.pods[o].leader:
 			lowestEvicted = min(lowestEvicted, o)
 		}
@@ -539,7 +607,7 @@ func (s *sim) check(in Input, plan Plan) {
 		if !p.ready && o > lowestDeleted {
 			fail("unhealthy %s passed over for web-%d", p.name, lowestDeleted)
 		}
-		if p.ready && !p.leader && o > lowestEvicted {
+		if p.ready && !p.leader && p.drainRequested.IsZero() && o > lowestEvicted {
 			fail("%s passed over for web-%d", p.name, lowestEvicted)
 		}
 	}
@@ -579,8 +647,11 @@ func (s *sim) check(in Input, plan Plan) {
 		if s.pdbStale {
 			allowed = 0
 		}
-		if evicted > allowed {
-			fail("evicted %d pods, the budget allows %d (stale %v)", evicted, allowed, s.pdbStale)
+		if evicted > 0 && evicted+drainingHeld > allowed {
+			fail("evicted or asked %d pods with %d draining, the budget allows %d (stale %v)", evicted, drainingHeld, allowed, s.pdbStale)
+		}
+		if drained > allowed {
+			fail("evicted %d drained pods, the budget allows %d (stale %v)", drained, allowed, s.pdbStale)
 		}
 	}
 	// (i) Batches are as large as allowed: when max-unavailable, the
@@ -612,10 +683,18 @@ func (s *sim) check(in Input, plan Plan) {
 				allowed = 0
 			}
 		}
+		// Pods asked to drain take their room and hold their budget; new
+		// pods are asked, or evicted, after them. Leaders wait for them.
+		room -= min(max(room, 0), drainingHeld)
+		allowed -= drainingHeld
+		leadersTurn := len(nonLeaderOutdated) == 0 && drainingHeld == 0
 		u := unavailable
 		for o := len(s.pods) - 1; o >= 0 && !guarded; o-- {
 			p := s.pods[o]
-			if p == nil || p.terminating > 0 || p.rev == s.updateRev || !p.ready || p.leader != (len(nonLeaderOutdated) == 0) {
+			if p == nil || p.terminating > 0 || p.rev == s.updateRev || !p.ready || p.leader != leadersTurn {
+				continue
+			}
+			if s.cfg.drainTimeout > 0 && !p.drainRequested.IsZero() {
 				continue
 			}
 			if room <= 0 || u >= maxU || allowed <= 0 {
@@ -681,6 +760,16 @@ func (s *sim) apply(plan Plan) {
 		if p == nil || p.uid != d.Pod.UID || p.terminating > 0 {
 			continue // precondition failed
 		}
+		if d.Method == MethodRequestDrain {
+			if p.drainRequested.IsZero() {
+				p.drainRequested = s.now
+				p.drainAnswerIn = 1 + s.rng.IntN(5)
+				if s.rng.IntN(4) == 0 {
+					p.drainAnswerIn = -1
+				}
+			}
+			continue
+		}
 		if d.Method == MethodEvict && s.cfg.pdbMinAvailable >= 0 {
 			// The eviction API spends the stored status; 429 when none
 			// is left or the status is stale.
@@ -722,6 +811,10 @@ func (s *sim) advance() {
 		}
 		if p.crashedFor > 0 {
 			p.crashedFor--
+		}
+		if !p.drainRequested.IsZero() && p.drainAnswerIn > 0 {
+			p.drainAnswerIn--
+			p.drainComplete = p.drainAnswerIn == 0
 		}
 		if p.readyIn > 0 {
 			p.readyIn--
@@ -816,6 +909,12 @@ func (s *sim) describe() string {
 		if p != nil && p.leader {
 			c += "*"
 		}
+		if p != nil && !p.drainRequested.IsZero() {
+			c += "d"
+			if p.drainComplete {
+				c += "!"
+			}
+		}
 		if p != nil && s.cfg.dns && !p.propagated {
 			c += "?"
 		}
@@ -876,9 +975,12 @@ func TestSimulatedRolloutShapes(t *testing.T) {
 		"broken then rollback": func(c *simConfig) { c.broken, c.deadlineSeconds, c.rollbackAt = true, 60, 40 },
 		"broken, budget, DNS":  func(c *simConfig) { c.broken, c.deadlineSeconds, c.pdbMinAvailable, c.dns = true, 60, 3, true },
 		"many, small batches":  func(c *simConfig) { c.replicas, c.maxUnavailable = 30, "1" },
+		"drain":                func(c *simConfig) { c.drainTimeout = 20 },
+		"drain, tight budget":  func(c *simConfig) { c.drainTimeout, c.pdbMinAvailable, c.pdbLag = 15, 5, true },
+		"drain and chaos":      func(c *simConfig) { c.drainTimeout, c.chaosSteps, c.pdbMinAvailable = 30, 60, 4 },
 		"many, 25% and chaos":  func(c *simConfig) { c.replicas, c.maxUnavailable, c.chaosSteps = 30, "25%", 40 },
 		"many, all constraints": func(c *simConfig) {
-			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600}
+			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600, 20}
 		},
 	}
 	for name, shape := range shapes {

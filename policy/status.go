@@ -92,6 +92,9 @@ type Status struct {
 	// WaitingForDNS names the first of them (at most 10, highest ordinal
 	// first), with why.
 	WaitingForDNS map[string]string `json:"waitingForDNS,omitempty"`
+	// WaitingForDrain names the pods asked to drain and not yet evicted, with
+	// the time of the request (RFC 3339).
+	WaitingForDrain map[string]string `json:"waitingForDrain,omitempty"`
 	// ObservedGeneration is the StatefulSet generation this status describes.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
@@ -194,6 +197,7 @@ var quietReasons = map[string]bool{
 	ReasonWaitingForDeletion:     true,
 	ReasonWaitingForAvailability: true,
 	ReasonDeletingPods:           true,
+	ReasonWaitingForDrain:        true,
 	ReasonUpToDate:               true,
 }
 

@@ -433,6 +433,8 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	}
 	var err error
 	switch d.Method {
+	case policy.MethodRequestDrain:
+		return "", c.requestDrain(ctx, key, sts, d)
 	case policy.MethodDelete:
 		err = c.remover.Delete(ctx, d.Pod)
 	case policy.MethodEvict:
@@ -464,6 +466,9 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	logger.V(2).Info("Removed pod", "method", d.Method, "why", d.Message)
 	c.recorder.Eventf(sts, corev1.EventTypeNormal, reason, "%s: %s", d.Method, d.Message)
 	c.recorder.Eventf(d.Pod, corev1.EventTypeNormal, reason, "stsroller (%s): %s", d.Method, d.Message)
+	if d.Method == policy.MethodEvict {
+		c.drained(ctx, sts, cfg, d.Pod)
+	}
 	return "", nil
 }
 

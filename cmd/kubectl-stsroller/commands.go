@@ -155,6 +155,18 @@ func writeStatus(w io.Writer, prefix string, st *policy.Status) {
 			line("\tand %d more\n", more)
 		}
 	}
+	if len(st.WaitingForDrain) > 0 {
+		names := make([]string, 0, len(st.WaitingForDrain))
+		for n := range st.WaitingForDrain {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		key := "Waiting for drain:"
+		for _, n := range names {
+			line("%s\t%s: asked at %s\n", key, n, st.WaitingForDrain[n])
+			key = ""
+		}
+	}
 }
 
 // recentEvents are the StatefulSet's last maxEvents core/v1 Events, oldest
@@ -217,6 +229,9 @@ type planOutput struct {
 	Deletions []deletion `json:"deletions"`
 	// Status is the status the controller would write; null when not managed.
 	Status *policy.Status `json:"status"`
+	// Draining are the pods asked to drain (stsroller.io/drain-requested)
+	// and not yet gone, by name.
+	Draining []draining `json:"draining"`
 }
 
 // planNote is what plan cannot see, said after every text plan.
@@ -228,7 +243,8 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 	if err != nil {
 		return err
 	}
-	o := planOutput{StatefulSet: ref{sts.Namespace, sts.Name}, Managed: policy.Enabled(sts), Deletions: []deletion{}}
+	o := planOutput{StatefulSet: ref{sts.Namespace, sts.Name}, Managed: policy.Enabled(sts), Deletions: []deletion{},
+		Draining: []draining{}}
 	var dnsFromConditions bool
 	if o.Managed {
 		in, err := rollout.Gather(ctx, rollout.APISource{Client: c}, sts)
@@ -245,6 +261,7 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 			o.Deletions = append(o.Deletions, deletion{d.Pod.Name, string(d.Method), d.Message})
 		}
 		o.Status = &p.Status
+		o.Draining = drainingPods(in.Pods, in.Config.DrainTimeout)
 	}
 	if output == "json" {
 		return writeJSON(out, o)
@@ -270,6 +287,17 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 			return err
 		}
 	}
+	if len(o.Draining) > 0 {
+		w.printf("\nDraining (asked to drain, not yet evicted):\n")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "  POD\tREQUESTED\tANSWER\n")
+		for _, d := range o.Draining {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", d.Pod, d.Requested, d.answer(now))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	w.printf("\nStatus it would write:\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	st := *o.Status
@@ -285,6 +313,55 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 	}
 	w.printf("%s\n", planNote)
 	return w.err
+}
+
+// draining is one pod asked to drain, in plan's output.
+type draining struct {
+	Pod string `json:"pod"`
+	// Requested is the stsroller.io/drain-requested annotation, the request's
+	// time.
+	Requested string `json:"requested"`
+	// Complete: the pod answered with stsroller.io/drain-complete.
+	Complete bool `json:"complete"`
+	// TimeoutAt is when stsroller evicts it without an answer; null when the
+	// request's time cannot be read or the handshake is off.
+	TimeoutAt *time.Time `json:"timeoutAt"`
+}
+
+func (d draining) answer(now time.Time) string {
+	switch {
+	case d.Complete:
+		return "drain complete: evicted at the next plan the budgets allow"
+	case d.TimeoutAt == nil:
+		return "none yet (no timeout: the request's time cannot be read)"
+	case !now.Before(*d.TimeoutAt):
+		return fmt.Sprintf("none; timed out at %s", d.TimeoutAt.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("none yet; evicted anyway at %s (in %s)", d.TimeoutAt.UTC().Format(time.RFC3339),
+		d.TimeoutAt.Sub(now).Round(time.Second))
+}
+
+// drainingPods lists the pods with a drain request that are not terminating,
+// by name.
+func drainingPods(pods []*corev1.Pod, timeout time.Duration) []draining {
+	out := []draining{}
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		d := policy.PodDrain(p)
+		if !d.Requested {
+			continue
+		}
+		o := draining{Pod: p.Name, Requested: p.Annotations[policy.AnnotationDrainRequested], Complete: d.Complete}
+		if !d.RequestedAt.IsZero() && timeout > 0 {
+			at := d.RequestedAt.Add(timeout)
+			o.TimeoutAt = &at
+		}
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b draining) int { return cmp.Compare(a.Pod, b.Pod) })
+	return out
 }
 
 // setPaused sets or removes stsroller.io/paused with a JSON merge patch.

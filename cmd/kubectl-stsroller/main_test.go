@@ -492,3 +492,43 @@ func TestCommandLine(t *testing.T) {
 		t.Errorf("status in another namespace: want not found, got %v", err)
 	}
 }
+
+// plan names the pods asked to drain, since when, and whether they answered.
+func TestPlanDraining(t *testing.T) {
+	requested := now.Add(-30 * time.Second).Format(time.RFC3339)
+	objs := fixture(statefulSet(map[string]string{policy.AnnotationDrainTimeoutSeconds: "60"}), func(pods []*corev1.Pod) {
+		pods[4].Annotations = map[string]string{policy.AnnotationDrainRequested: requested}
+		pods[3].Annotations = map[string]string{policy.AnnotationDrainRequested: requested, policy.AnnotationDrainComplete: "yes"}
+	})
+	client := fake.NewClientset(objs...)
+	out, err := runWith(t, client, "plan", "web", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got planOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("plan -o json is not JSON: %v\n%s", err, out)
+	}
+	timeout := now.Add(30 * time.Second)
+	want := []draining{
+		{Pod: "web-3", Requested: requested, Complete: true, TimeoutAt: &timeout},
+		{Pod: "web-4", Requested: requested, TimeoutAt: &timeout},
+	}
+	if diff := cmp.Diff(want, got.Draining); diff != "" {
+		t.Errorf("draining (-want +got):\n%s", diff)
+	}
+	text, err := runWith(t, client, "plan", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"Draining (asked to drain, not yet evicted):",
+		"web-3  " + requested + "  drain complete",
+		"web-4  " + requested + "  none yet; evicted anyway at " + timeout.Format(time.RFC3339) + " (in 30s)",
+	} {
+		if !strings.Contains(text, w) {
+			t.Errorf("text plan lacks %q:\n%s", w, text)
+		}
+	}
+	assertNoWrites(t, client)
+}
