@@ -4,6 +4,10 @@
 #   make test        vet, gofmt check, unit tests, e2e tests on a local cluster
 #   make test-e2e    e2e tests only; builds the control plane first (cached)
 #   make bench-e2e   100-pod rollout, built-in vs stsroller, side by side
+#   make bench       every rollout mode side by side with the built-in controller, on one
+#                    local cluster: writes bench/results/<stamp>.md, .json and .png (~30 min)
+#   make bench-scale the footprint at scale alone (1,000 StatefulSets, 20k other pods)
+#   make bench-smoke the same harness at tiny sizes: checks it writes its table, JSON and plot
 #   make tools       build kube-apiserver & co., etcd, kwok and external-dns into ~/.cache/stsroller
 #   make build       bin/stsroller and bin/kubectl-stsroller
 #   make image       the controller image (needs Docker): IMG=registry/stsroller:tag
@@ -26,9 +30,9 @@ KIND_CLUSTER ?= stsroller-e2e
 KIND_IMG ?= stsroller:e2e
 KIND_KUBECONFIG ?= $(CURDIR)/.kind-kubeconfig
 
-.PHONY: test vet fmt-check test-unit test-e2e tools clean-cluster tools-cluster demo bench-e2e build image e2e-kind
+.PHONY: test vet fmt-check test-unit test-e2e tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image e2e-kind
 
-test: vet fmt-check test-unit test-e2e
+test: vet fmt-check test-unit test-e2e bench-smoke
 
 tools: tools-cluster
 	hack/tools.sh build external-dns
@@ -45,6 +49,24 @@ demo: tools-cluster
 
 bench-e2e: tools-cluster
 	KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test -tags e2e -count=1 -run '^$$' -bench Rollout100 -benchtime 1x -timeout 60m ./e2e/
+
+# make bench: STSROLLER_BENCH_CAP (default 3m) bounds a stuck mode,
+# STSROLLER_BENCH_SCALE=0 leaves the footprint at scale out, STSROLLER_BENCH_ONLY
+# (a regexp on the mode names) runs a subset; see e2e/bench_test.go.
+BENCH_ENV = KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir)
+BENCH_TEST = $(GO) test -tags e2e -count=1 -run '^TestBench$$' -v
+
+bench: tools
+	set -o pipefail; $(BENCH_ENV) STSROLLER_BENCH=full STSROLLER_BENCH_SCALE=$${STSROLLER_BENCH_SCALE:-1} $(BENCH_TEST) -timeout 90m ./e2e/ 2>&1 | tee $${TMPDIR:-/tmp}/stsroller-bench.log
+
+bench-scale: tools
+	$(BENCH_ENV) STSROLLER_BENCH=full STSROLLER_BENCH_ONLY='^$$' STSROLLER_BENCH_DNS=0 STSROLLER_BENCH_SCALE=1 $(BENCH_TEST) -timeout 90m ./e2e/
+
+# Part of make test: tiny sizes, outputs into a temporary directory; it checks
+# that the table, JSON and plots are written and readable, not how fast.
+bench-smoke: tools
+	@out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	$(BENCH_ENV) STSROLLER_BENCH=smoke STSROLLER_BENCH_SCALE=1 STSROLLER_BENCH_OUT=$$out $(BENCH_TEST) -timeout 10m ./e2e/
 
 image:
 	docker build -t $(IMG) .
