@@ -80,6 +80,9 @@ type setState struct {
 	name string
 	// history of what matters, oldest first, one entry per change.
 	history []setAt
+	// phases are the distinct phase/reason pairs of the status seen, in
+	// order.
+	phases []string
 }
 
 type setAt struct {
@@ -257,6 +260,23 @@ func (c *Checker) OnStatefulSet(s *appsv1.StatefulSet) {
 		h.maxUnavailable = 0 // misconfigured: nothing may be deleted
 	}
 	st.history = append(st.history, h)
+	if h.status != nil {
+		pr := string(h.status.Phase) + "/" + h.status.Reason
+		if len(st.phases) == 0 || st.phases[len(st.phases)-1] != pr {
+			st.phases = append(st.phases, pr)
+		}
+	}
+}
+
+// Phases are the phase/reason pairs a StatefulSet's status went through, in
+// order (a repeat only after another).
+func (c *Checker) Phases(set string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.sets[set]; st != nil {
+		return append([]string(nil), st.phases...)
+	}
+	return nil
 }
 
 // OnStatefulSetDeleted records that a StatefulSet is gone.
