@@ -3,6 +3,7 @@
 #   make demo        a local cluster, stsroller, and a rollout drawn in the terminal
 #   make test        vet, gofmt check, unit tests, e2e tests on a local cluster
 #   make test-e2e    e2e tests only; builds the control plane first (cached)
+#   make soak        the fault suite's long variants and every policy fuzz target, then a table
 #   make bench-e2e   100-pod rollout, built-in vs stsroller, side by side
 #   make bench       every rollout mode side by side with the built-in controller, on one
 #                    local cluster: writes bench/results/<stamp>.md, .json and .png (~30 min)
@@ -30,7 +31,7 @@ KIND_CLUSTER ?= stsroller-e2e
 KIND_IMG ?= stsroller:e2e
 KIND_KUBECONFIG ?= $(CURDIR)/.kind-kubeconfig
 
-.PHONY: test vet fmt-check test-unit test-e2e tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image e2e-kind
+.PHONY: soak test vet fmt-check test-unit test-e2e tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image e2e-kind
 
 test: vet fmt-check test-unit test-e2e bench-smoke
 
@@ -117,3 +118,23 @@ clean-cluster:
 	  done; \
 	  echo "removing $$d"; rm -rf "$$d"; \
 	done
+
+# The fault suite's long variants (STSROLLER_SOAK=1: 20 restarts, 20% API
+# faults, 50 StatefulSets at once, ...), then every Fuzz target of ./policy/
+# for SOAK_FUZZTIME each, then the table (e2e/soaktable). Fails on any
+# violated invariant, failed test or fuzz failure.
+SOAK_FUZZTIME ?= 60s
+SOAK_TIMEOUT ?= 40m
+SOAK_DIR ?= $(or $(TMPDIR),/tmp)/stsroller-soak
+soak: tools
+	@rm -rf $(SOAK_DIR); mkdir -p $(SOAK_DIR)
+	-KUBECONFIG= STSROLLER_SOAK=1 STSROLLER_SOAK_STATS=$(SOAK_DIR)/stats.jsonl STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) \
+	  $(GO) test -tags e2e -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestFault' $(E2E_FLAGS) ./e2e/ 2>&1 | tee $(SOAK_DIR)/e2e.log
+	@touch $(SOAK_DIR)/fuzz.txt; \
+	for f in $$($(GO) test -list 'Fuzz.*' ./policy/ | grep '^Fuzz'); do \
+	  if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(SOAK_FUZZTIME) ./policy/ > $(SOAK_DIR)/$$f.log 2>&1; \
+	  then echo "fuzz $$f $(SOAK_FUZZTIME) ok" >> $(SOAK_DIR)/fuzz.txt; \
+	  else echo "fuzz $$f $(SOAK_FUZZTIME) FAIL (see $(SOAK_DIR)/$$f.log)" >> $(SOAK_DIR)/fuzz.txt; fi; \
+	done
+	@touch $(SOAK_DIR)/stats.jsonl
+	$(GO) run ./e2e/soaktable $(SOAK_DIR)/stats.jsonl $(SOAK_DIR)/fuzz.txt
