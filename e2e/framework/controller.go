@@ -155,11 +155,19 @@ func (c *Controller) Start() error {
 }
 
 // Kill kills the process at once (SIGKILL), as a node failure would. With
-// Deployed, it force-deletes the controller's pods.
+// Deployed, it SIGKILLs the containers of every controller pod where it can
+// reach them (ContainerPID: the kubelet restarts them), else force-deletes
+// the controller's pods.
 func (c *Controller) Kill() {
 	if Deployed() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if ContainerPID != nil {
+			if err := KillControllerContainers(ctx, c.client); err != nil {
+				c.t.Errorf("killing the controller containers: %v", err)
+			}
+			return
+		}
 		err := c.client.CoreV1().Pods("stsroller-system").DeleteCollection(ctx,
 			metav1.DeleteOptions{GracePeriodSeconds: new(int64)},
 			metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=stsroller"})
@@ -199,6 +207,30 @@ func (c *Controller) stop(grace time.Duration) {
 	}
 	fmt.Fprintf(c.log, "=== stopped by %s\n", sig)
 	c.proc = nil
+}
+
+// KillControllerContainers SIGKILLs the stsroller container of every
+// deployed controller pod (needs ContainerPID).
+func KillControllerContainers(ctx context.Context, client kubernetes.Interface) error {
+	pods, err := ControllerPods(ctx, client)
+	if err != nil {
+		return err
+	}
+	for _, p := range pods {
+		for _, s := range p.Status.ContainerStatuses {
+			if s.State.Running == nil {
+				continue
+			}
+			pid, err := ContainerPID(s.ContainerID)
+			if err != nil {
+				return fmt.Errorf("pod %s: %w", p.Name, err)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				return fmt.Errorf("pod %s: kill %d: %w", p.Name, pid, err)
+			}
+		}
+	}
+	return nil
 }
 
 type syncBuffer struct {
