@@ -163,9 +163,11 @@ func (c *Controller) Kill() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if ContainerPID != nil {
-			if err := KillControllerContainers(ctx, c.client); err != nil {
+			killed, err := KillControllerContainers(ctx, c.client)
+			if err != nil {
 				c.t.Errorf("killing the controller containers: %v", err)
 			}
+			c.t.Logf("SIGKILLed the controller containers: %s", strings.Join(killed, ", "))
 			return
 		}
 		err := c.client.CoreV1().Pods("stsroller-system").DeleteCollection(ctx,
@@ -211,10 +213,10 @@ func (c *Controller) stop(grace time.Duration) {
 
 // KillControllerContainers SIGKILLs the stsroller container of every
 // deployed controller pod (needs ContainerPID).
-func KillControllerContainers(ctx context.Context, client kubernetes.Interface) error {
+func KillControllerContainers(ctx context.Context, client kubernetes.Interface) (killed []string, _ error) {
 	pods, err := ControllerPods(ctx, client)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, p := range pods {
 		for _, s := range p.Status.ContainerStatuses {
@@ -223,14 +225,15 @@ func KillControllerContainers(ctx context.Context, client kubernetes.Interface) 
 			}
 			pid, err := ContainerPID(s.ContainerID)
 			if err != nil {
-				return fmt.Errorf("pod %s: %w", p.Name, err)
+				return killed, fmt.Errorf("pod %s: %w", p.Name, err)
 			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				return fmt.Errorf("pod %s: kill %d: %w", p.Name, pid, err)
+				return killed, fmt.Errorf("pod %s: kill %d: %w", p.Name, pid, err)
 			}
+			killed = append(killed, fmt.Sprintf("%s (pid %d)", p.Name, pid))
 		}
 	}
-	return nil
+	return killed, nil
 }
 
 type syncBuffer struct {
