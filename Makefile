@@ -12,6 +12,8 @@
 #   make tools       build kube-apiserver & co., etcd, kwok and external-dns into ~/.cache/stsroller
 #   make build       bin/stsroller and bin/kubectl-stsroller
 #   make image       the controller image (needs Docker): IMG=registry/stsroller:tag
+#   make image-tar   the same image without Docker, as an OCI tarball: bin/stsroller-image.tar
+#   make e2e-deployed  the e2e suite with stsroller deployed from deploy/ on a real node of the local cluster
 #   make e2e-kind    the e2e suite on a kind cluster with stsroller deployed from deploy/ (needs Docker and kind)
 #
 # The e2e tests run against a local cluster that e2e/cluster starts (etcd,
@@ -24,16 +26,22 @@ GO ?= go
 E2E_TIMEOUT ?= 40m
 # Extra flags for the e2e go test, e.g. E2E_FLAGS='-v -run TestOnDelete'.
 E2E_FLAGS ?=
+# A -run pattern for e2e-deployed and e2e-kind.
+E2E_RUN ?=
 
 IMG ?= stsroller:latest
 KIND ?= kind
 KIND_CLUSTER ?= stsroller-e2e
 KIND_IMG ?= stsroller:e2e
 KIND_KUBECONFIG ?= $(CURDIR)/.kind-kubeconfig
+IMAGE_TAR ?= bin/stsroller-image.tar
+# The tests that make test runs in the deployed mode: the deployed install
+# itself and the rollout scenarios that kill or restart the controller.
+E2E_DEPLOYED_RUN ?= ^(TestDeployed|TestControllerRestartMidRollout|TestOnDeleteRollout|TestDeployAdmittedByRestrictedNamespace)
 
-.PHONY: soak test vet fmt-check test-unit test-e2e tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image e2e-kind
+.PHONY: soak test vet fmt-check test-unit test-e2e test-e2e-deployed tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image image-tar e2e-kind e2e-deployed
 
-test: vet fmt-check test-unit test-e2e bench-smoke
+test: vet fmt-check test-unit test-e2e test-e2e-deployed bench-smoke
 
 tools: tools-cluster
 	hack/tools.sh build external-dns
@@ -72,6 +80,29 @@ bench-smoke: tools
 image:
 	docker build -t $(IMG) .
 
+# The Dockerfile's build, without Docker: the same static binary (same flags),
+# then hack/image puts it alone in one layer (user 65532:65532, entrypoint
+# /stsroller, fixed timestamps: the same binary always gives the same digest).
+image-tar:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-s -w' -o bin/image/stsroller ./cmd/stsroller
+	cd hack/image && $(GO) run . -binary $(CURDIR)/bin/image/stsroller -name $(IMG) -o $(CURDIR)/$(IMAGE_TAR) -digest-file $(CURDIR)/$(IMAGE_TAR).digest
+
+# The e2e suite against stsroller installed from deploy/ with image
+# $(KIND_IMG): TestMain applies deploy/ with only the image replaced and waits
+# for it to be Available; the tests' "kill" kills its containers (or deletes
+# its pods). Shared by e2e-deployed and e2e-kind.
+E2E_DEPLOYED = STSROLLER_E2E_CONTROLLER=deployed STSROLLER_E2E_IMAGE=$(KIND_IMG) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)')
+
+# On the local cluster, with a real node (kubelet, containerd, runc: needs
+# root; see docs/install.md) that runs the image imported from image-tar.
+e2e-deployed: tools
+	$(MAKE) image-tar IMG=$(KIND_IMG)
+	KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) STSROLLER_E2E_IMAGE_TAR=$(CURDIR)/$(IMAGE_TAR) $(E2E_DEPLOYED) $(E2E_FLAGS) ./e2e/
+
+# What make test runs of it: E2E_DEPLOYED_RUN only.
+test-e2e-deployed: tools
+	$(MAKE) e2e-deployed E2E_RUN='$(E2E_DEPLOYED_RUN)'
+
 # The same e2e tests on kind: stsroller runs in the cluster from deploy/ (the
 # tests' "kill" deletes its pods), KUBECONFIG points at kind. Untested on the
 # development machines, which have no Docker. BIND and external-dns run on the
@@ -82,9 +113,7 @@ e2e-kind:
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
 	$(KIND) export kubeconfig --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
 	$(KIND) load docker-image $(KIND_IMG) --name $(KIND_CLUSTER)
-	$(GO) run ./hack/render-deploy -image $(KIND_IMG) | kubectl --kubeconfig $(KIND_KUBECONFIG) apply -f -
-	kubectl --kubeconfig $(KIND_KUBECONFIG) -n stsroller-system rollout status deployment/stsroller --timeout 5m
-	KUBECONFIG=$(KIND_KUBECONFIG) STSROLLER_E2E_CONTROLLER=deployed $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e/
+	KUBECONFIG=$(KIND_KUBECONFIG) $(E2E_DEPLOYED) $(E2E_FLAGS) ./e2e/
 
 vet:
 	$(GO) vet ./...
@@ -97,6 +126,7 @@ fmt-check:
 
 test-unit:
 	$(GO) test ./...
+	cd hack/image && $(GO) vet ./... && $(GO) test ./...
 
 test-e2e: tools
 	KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e/...
@@ -115,6 +145,15 @@ clean-cluster:
 	    if tr '\0' ' ' 2>/dev/null < "/proc/$$pid/cmdline" | grep -qF "$$d"; then \
 	      echo "killing $$(basename "$$f" .pid) (pid $$pid)"; kill -KILL "$$pid" 2>/dev/null || true; \
 	    fi; \
+	  done; \
+	  for cg in /sys/fs/cgroup/*/"$$(basename "$$d")" /sys/fs/cgroup/"$$(basename "$$d")"; do \
+	    [ -d "$$cg" ] || continue; \
+	    echo "killing the real node's processes in $$cg"; \
+	    find "$$cg" -name cgroup.procs -exec cat {} + | xargs -r kill -KILL 2>/dev/null || true; \
+	  done; \
+	  sleep 1; \
+	  for cg in /sys/fs/cgroup/*/"$$(basename "$$d")" /sys/fs/cgroup/"$$(basename "$$d")"; do \
+	    [ -d "$$cg" ] && find "$$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; \
 	  done; \
 	  echo "removing $$d"; rm -rf "$$d"; \
 	done

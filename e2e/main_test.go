@@ -22,7 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/stsroller/stsroller/e2e/cluster"
+	"github.com/stsroller/stsroller/e2e/framework"
 )
 
 func TestMain(m *testing.M) {
@@ -52,16 +55,29 @@ func run(m *testing.M) int {
 	}()
 	if kc := os.Getenv("KUBECONFIG"); kc != "" {
 		fmt.Fprintf(os.Stderr, "e2e: using the cluster of KUBECONFIG=%s\n", kc)
+		if err := deployController(kc, nil); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			return 1
+		}
 		return m.Run()
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{
+	opts := cluster.Options{
 		Log:         os.Stderr,
 		KeepWorkDir: os.Getenv("STSROLLER_E2E_KEEP") != "",
-	})
+	}
+	if framework.Deployed() {
+		// stsroller runs as pods of deploy/ on a real node.
+		opts.RealNode = &cluster.RealNodeOptions{}
+		if tar := os.Getenv(framework.EnvImageTar); tar != "" {
+			opts.RealNode.Images = []string{tar}
+		}
+		opts.StartTimeout = 6 * time.Minute
+	}
+	c, err := cluster.Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
@@ -75,6 +91,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.Unsetenv("KUBECONFIG")
+	if c.RealNode() {
+		framework.ContainerPID = c.ContainerPID
+		if err := deployController(c.Kubeconfig, cluster.RealNodeNamespaceAnnotations()); err != nil {
+			c.KeepWorkDir()
+			fmt.Fprintf(os.Stderr, "e2e: %v\n%s", err, c.LogTails(20))
+			return 1
+		}
+	}
 
 	code := m.Run()
 	if code != 0 {
@@ -82,4 +106,29 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: tests failed; component logs of the local cluster:\n%s", c.LogTails(20))
 	}
 	return code
+}
+
+// deployController installs stsroller from deploy/ with the image of
+// $STSROLLER_E2E_IMAGE, in the deployed mode when that is set.
+func deployController(kubeconfig string, nsAnnotations map[string]string) error {
+	image := os.Getenv(framework.EnvImage)
+	if !framework.Deployed() || image == "" {
+		return nil
+	}
+	cfg, err := framework.Config()
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	err = framework.DeployController(context.Background(), client, framework.DeployOptions{
+		Kubeconfig: kubeconfig, Image: image, NamespaceAnnotations: nsAnnotations})
+	if err != nil {
+		return fmt.Errorf("deploying stsroller (%s): %w", image, err)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: stsroller deployed from deploy/ with image %s, Available in %s\n", image, time.Since(start).Round(time.Millisecond))
+	return nil
 }

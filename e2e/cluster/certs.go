@@ -37,6 +37,7 @@ type pki struct {
 	servingKey                      string
 	saKey, saPub                    string // service-account signing key (RSA) and its public half
 	clients                         map[string][2]string
+	ca                              *keyPair // signs issueClient's certificates
 }
 
 // client identities, by name: common name and organisations.
@@ -54,8 +55,9 @@ var clientIdentities = map[string]struct {
 
 // newPKI generates a CA, the apiserver's serving certificate, client
 // certificates for the admin and every component, and the service-account
-// signing key, and writes them as PEM files under dir.
-func newPKI(dir string, serviceIP net.IP) (*pki, error) {
+// signing key, and writes them as PEM files under dir. The serving
+// certificate is also valid for extraIPs.
+func newPKI(dir string, serviceIP net.IP, extraIPs ...net.IP) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -76,6 +78,7 @@ func newPKI(dir string, serviceIP net.IP) (*pki, error) {
 	if p.caCert, p.caKey, err = p.write("ca", ca); err != nil {
 		return nil, err
 	}
+	p.ca = ca
 
 	frontProxyCA, err := newCert(nil, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "stsroller-e2e-front-proxy-ca"},
@@ -115,7 +118,7 @@ func newPKI(dir string, serviceIP net.IP) (*pki, error) {
 			"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local",
 		},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP},
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP}, extraIPs...),
 	})
 	if err != nil {
 		return nil, err
@@ -213,4 +216,25 @@ func (p *pki) write(name string, kp *keyPair) (certPath, keyPath string, err err
 
 func writePEM(path, typ string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+// issueClient makes a client certificate of the cluster CA for cn in org
+// (none if empty), written as client-<name>.
+func (p *pki) issueClient(name, cn, org string) (certPath, keyPath string, err error) {
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(10 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if org != "" {
+		tmpl.Subject.Organization = []string{org}
+	}
+	kp, err := newCert(p.ca, tmpl)
+	if err != nil {
+		return "", "", err
+	}
+	return p.write("client-"+name, kp)
 }

@@ -68,6 +68,9 @@ type Options struct {
 	Log io.Writer
 	// StartTimeout bounds Start. Default 3 minutes.
 	StartTimeout time.Duration
+	// RealNode, if set, adds a real node (kubelet, containerd) for pods that
+	// ask for it; see RealNodeOptions. Default: kwok nodes only.
+	RealNode *RealNodeOptions
 }
 
 // Cluster is a running local cluster.
@@ -88,6 +91,7 @@ type Cluster struct {
 	ports      ports
 	stopOnce   sync.Once
 	stopped    chan struct{}
+	node       *realNode // nil without Options.RealNode
 }
 
 // Component names, which are also the names of their logs and pid files.
@@ -105,7 +109,7 @@ var binaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeSchedule
 var workDirEntries = []string{
 	"owner.pid", "pids", "logs", "etcd", "home", "pki", KubeControllerManager, KubeScheduler,
 	"kubeconfig", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig", "kwok.kubeconfig",
-	"kwok-stages.yaml",
+	"kwok-stages.yaml", "node",
 }
 
 // Address ranges of the cluster.
@@ -239,9 +243,22 @@ func delayOrDefault(d time.Duration) time.Duration {
 	return d
 }
 
-// toolsBinDir runs hack/tools.sh bindir in the root of this module, found by
-// walking up from the working directory.
+// toolsBinDir runs hack/tools.sh bindir in the root of this module.
 func toolsBinDir() (string, error) {
+	dir, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(filepath.Join(dir, "hack", "tools.sh"), "bindir").Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/tools.sh bindir: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// moduleRoot finds the root of this module by walking up from the working
+// directory.
+func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -257,11 +274,7 @@ func toolsBinDir() (string, error) {
 		}
 		dir = parent
 	}
-	out, err := exec.Command(filepath.Join(dir, "hack", "tools.sh"), "bindir").Output()
-	if err != nil {
-		return "", fmt.Errorf("hack/tools.sh bindir: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
+	return dir, nil
 }
 
 func (c *Cluster) logf(format string, args ...any) {
@@ -279,7 +292,14 @@ func (c *Cluster) start(ctx context.Context) error {
 		c.logf("%s in %s", what, time.Since(step).Round(time.Millisecond))
 		step = time.Now()
 	}
-	if c.pki, err = newPKI(c.path("pki"), serviceIP); err != nil {
+	var nodeIPs []net.IP
+	if c.opts.RealNode != nil {
+		if c.node, err = reserveSlot(); err != nil {
+			return err
+		}
+		nodeIPs = append(nodeIPs, c.node.hostIP)
+	}
+	if c.pki, err = newPKI(c.path("pki"), serviceIP, nodeIPs...); err != nil {
 		return err
 	}
 	free, err := freePorts(5)
@@ -314,10 +334,16 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	lap("controllers, scheduler, kwok and nodes ready")
+	if c.node != nil {
+		return c.startRealNode(ctx, client)
+	}
 	return nil
 }
 
 func (c *Cluster) run(name string, args ...string) (*process, error) {
+	if name == KubeAPIServer && c.node != nil {
+		args = append(args, c.node.apiServerArgs(c)...) // later flags win
+	}
 	env := []string{"HOME=" + c.path("home"), "PATH=" + os.Getenv("PATH"), "TMPDIR=" + c.path("home")}
 	p, err := startProcess(name, filepath.Join(c.opts.BinDir, name), args, env, c.path("logs", name+".log"), c.path("pids"))
 	if err != nil {
@@ -702,6 +728,9 @@ func (c *Cluster) watchExits() {
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
 		close(c.stopped)
+		if c.node != nil {
+			c.stopRealNode()
+		}
 		// kwok, the scheduler and the controller manager in parallel, then
 		// the apiserver, then etcd.
 		var clients, servers []*process
@@ -738,7 +767,7 @@ func (c *Cluster) KeepWorkDir() { c.removeWork = false }
 // message.
 func (c *Cluster) LogTails(n int) string {
 	var b strings.Builder
-	for _, name := range binaries {
+	for _, name := range append(binaries, nodeComponents...) {
 		data, err := os.ReadFile(c.path("logs", name+".log"))
 		if err != nil {
 			continue

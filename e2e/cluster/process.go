@@ -31,15 +31,20 @@ type process struct {
 // pidDir, so that a later Start can reap it if this test binary is killed
 // before it can clean up (see reapStale).
 func startProcess(name, bin string, args, env []string, logPath, pidDir string) (*process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	return startCmd(name, cmd, logPath, pidDir)
+}
+
+// startCmd is startProcess for a prepared command (its own SysProcAttr, say).
+func startCmd(name string, cmd *exec.Cmd, logPath, pidDir string) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.Env = env
-	fmt.Fprintf(logFile, "# %s %s\n", bin, strings.Join(args, " "))
+	fmt.Fprintf(logFile, "# %s\n", strings.Join(cmd.Args, " "))
 	pp, err := proc.Spawn(name, cmd)
 	if err != nil {
 		logFile.Close()
@@ -145,6 +150,8 @@ func reapDir(dir string, remove bool) (reaped []string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		reaped = append(reaped, fmt.Sprintf("%s (pid %d)", filepath.Base(f), pid))
 	}
+	// A real node's shims and containers are in its cgroups, not in pid files.
+	reaped = append(reaped, reapCgroups(filepath.Base(dir))...)
 	if remove {
 		_ = os.RemoveAll(dir)
 	} else {

@@ -155,11 +155,21 @@ func (c *Controller) Start() error {
 }
 
 // Kill kills the process at once (SIGKILL), as a node failure would. With
-// Deployed, it force-deletes the controller's pods.
+// Deployed, it SIGKILLs the containers of every controller pod where it can
+// reach them (ContainerPID: the kubelet restarts them), else force-deletes
+// the controller's pods.
 func (c *Controller) Kill() {
 	if Deployed() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if ContainerPID != nil {
+			killed, err := KillControllerContainers(ctx, c.client)
+			if err != nil {
+				c.t.Errorf("killing the controller containers: %v", err)
+			}
+			c.t.Logf("SIGKILLed the controller containers: %s", strings.Join(killed, ", "))
+			return
+		}
 		err := c.client.CoreV1().Pods("stsroller-system").DeleteCollection(ctx,
 			metav1.DeleteOptions{GracePeriodSeconds: new(int64)},
 			metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=stsroller"})
@@ -199,6 +209,31 @@ func (c *Controller) stop(grace time.Duration) {
 	}
 	fmt.Fprintf(c.log, "=== stopped by %s\n", sig)
 	c.proc = nil
+}
+
+// KillControllerContainers SIGKILLs the stsroller container of every
+// deployed controller pod (needs ContainerPID).
+func KillControllerContainers(ctx context.Context, client kubernetes.Interface) (killed []string, _ error) {
+	pods, err := ControllerPods(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pods {
+		for _, s := range p.Status.ContainerStatuses {
+			if s.State.Running == nil {
+				continue
+			}
+			pid, err := ContainerPID(s.ContainerID)
+			if err != nil {
+				return killed, fmt.Errorf("pod %s: %w", p.Name, err)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				return killed, fmt.Errorf("pod %s: kill %d: %w", p.Name, pid, err)
+			}
+			killed = append(killed, fmt.Sprintf("%s (pid %d)", p.Name, pid))
+		}
+	}
+	return killed, nil
 }
 
 type syncBuffer struct {
