@@ -4,7 +4,7 @@
 #   make test        vet, gofmt check, unit tests, e2e tests on a local cluster
 #   make test-e2e    e2e tests only; builds the control plane first (cached)
 #   make bench-e2e   100-pod rollout, built-in vs stsroller, side by side
-#   make tools       build kube-apiserver & co., etcd, kwok and external-dns into ~/.cache/stsroller
+#   make tools       build kube-apiserver & co., etcd, kwok, external-dns and helm into ~/.cache/stsroller
 #   make build       bin/stsroller and bin/kubectl-stsroller
 #   make image       the controller image (needs Docker): IMG=registry/stsroller:tag
 #   make e2e-kind    the e2e suite on a kind cluster with stsroller deployed from deploy/ (needs Docker and kind)
@@ -31,7 +31,7 @@ KIND_KUBECONFIG ?= $(CURDIR)/.kind-kubeconfig
 test: vet fmt-check test-unit test-e2e
 
 tools: tools-cluster
-	hack/tools.sh build external-dns
+	hack/tools.sh build external-dns helm
 
 # What a cluster needs; the demo needs no more.
 tools-cluster:
@@ -72,8 +72,10 @@ fmt-check:
 	@out=$$(find . -name '*.go' -not -path './.git/*' -not -path './hack/tools/*' -print0 | xargs -0 gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
+# deploy/helm_test.go renders the chart with the pinned helm.
 test-unit:
-	$(GO) test ./...
+	hack/tools.sh build helm
+	STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test ./...
 
 test-e2e: tools
 	KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e/...
