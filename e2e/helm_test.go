@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -82,7 +84,12 @@ func TestHelmInstall(t *testing.T) {
 		}
 		return out
 	}
-	run("install", release, "deploy/helm/stsroller", "--set", "image.tag=e2e", "--set", "logFormat=json", "--timeout", "2m")
+	// watchNamespace keeps the release to its own namespace: where the pods
+	// really run (the deployed mode's real node) they must not act on the
+	// other tests' StatefulSets. The ClusterRole variant is checked by
+	// deploy/helm_test.go against deploy/.
+	run("install", release, "deploy/helm/stsroller", "--set", "image.tag=e2e", "--set", "logFormat=json",
+		"--set", "watchNamespace="+ns, "--timeout", "2m")
 	uninstalled := false
 	t.Cleanup(func() {
 		if !uninstalled {
@@ -99,7 +106,6 @@ func TestHelmInstall(t *testing.T) {
 	}
 	kinds := map[string]int{}
 	var dep *appsv1.Deployment
-	var clusterScoped []runtime.Object
 	for _, o := range objs {
 		kinds[fmt.Sprintf("%T", o)]++
 		if err := compareLive(ctx, t, o); err != nil {
@@ -108,20 +114,20 @@ func TestHelmInstall(t *testing.T) {
 		switch o := o.(type) {
 		case *appsv1.Deployment:
 			dep = o
-		case *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
-			clusterScoped = append(clusterScoped, o)
 		}
 	}
-	want := map[string]int{"*v1.ServiceAccount": 1, "*v1.ClusterRole": 1, "*v1.ClusterRoleBinding": 1, "*v1.Role": 1,
-		"*v1.RoleBinding": 1, "*v1.Deployment": 1, "*v1.Service": 1, "*v1.PodDisruptionBudget": 1}
+	// The controller's Role and RoleBinding, and leader election's.
+	want := map[string]int{"*v1.ServiceAccount": 1, "*v1.Role": 2, "*v1.RoleBinding": 2, "*v1.Deployment": 1,
+		"*v1.Service": 1, "*v1.PodDisruptionBudget": 1}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("objects of the release (-want +got):\n%s", diff)
 	}
 	if dep == nil {
 		t.FailNow()
 	}
-	if got := dep.Spec.Template.Spec.Containers[0].Image; got != "stsroller:e2e" {
-		t.Errorf("image %q, want stsroller:e2e (--set image.tag=e2e)", got)
+	c := dep.Spec.Template.Spec.Containers[0]
+	if c.Image != "stsroller:e2e" || !slices.Contains(c.Args, "--namespace="+ns) || !slices.Contains(c.Args, "--logging-format=json") {
+		t.Errorf("image %q args %v, want stsroller:e2e, --namespace=%s, --logging-format=json (the --set values)", c.Image, c.Args, ns)
 	}
 
 	// The ReplicaSet's pods pass the namespace's restricted admission.
@@ -165,18 +171,17 @@ func TestHelmInstall(t *testing.T) {
 
 	run("uninstall", release, "--wait", "--timeout", "2m")
 	uninstalled = true
-	for _, o := range clusterScoped {
-		m := o.(metav1.Object)
-		var err error
-		switch o.(type) {
-		case *rbacv1.ClusterRole:
-			_, err = client.RbacV1().ClusterRoles().Get(ctx, m.GetName(), metav1.GetOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = client.RbacV1().ClusterRoleBindings().Get(ctx, m.GetName(), metav1.GetOptions{})
+	err = framework.Eventually(ctx, 2*time.Minute, 500*time.Millisecond, func(ctx context.Context) error {
+		if _, err := client.AppsV1().Deployments(ns).Get(ctx, dep.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("Deployment %s after helm uninstall: %v", dep.Name, err)
 		}
-		if err == nil {
-			t.Errorf("%T %s is left after helm uninstall", o, m.GetName())
+		if l, err := client.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) > 0 {
+			return fmt.Errorf("RoleBindings after helm uninstall: %d, %v", len(l.Items), err)
 		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
 
