@@ -9,7 +9,7 @@
 #                    local cluster: writes bench/results/<stamp>.md, .json and .png (~30 min)
 #   make bench-scale the footprint at scale alone (1,000 StatefulSets, 20k other pods)
 #   make bench-smoke the same harness at tiny sizes: checks it writes its table, JSON and plot
-#   make tools       build kube-apiserver & co., etcd, kwok and external-dns into ~/.cache/stsroller
+#   make tools       build kube-apiserver & co., etcd, kwok, external-dns and helm into ~/.cache/stsroller
 #   make build       bin/stsroller and bin/kubectl-stsroller
 #   make image       the controller image (needs Docker): IMG=registry/stsroller:tag
 #   make image-tar   the same image without Docker, as an OCI tarball: bin/stsroller-image.tar
@@ -44,7 +44,7 @@ E2E_DEPLOYED_RUN ?= ^(TestDeployed|TestControllerRestartMidRollout|TestOnDeleteR
 test: vet fmt-check test-unit test-e2e test-e2e-deployed bench-smoke
 
 tools: tools-cluster
-	hack/tools.sh build external-dns
+	hack/tools.sh build external-dns helm
 
 # What a cluster needs; the demo needs no more.
 tools-cluster:
@@ -124,8 +124,10 @@ fmt-check:
 	@out=$$(find . -name '*.go' -not -path './.git/*' -not -path './hack/tools/*' -print0 | xargs -0 gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
+# deploy/helm_test.go renders the chart with the pinned helm.
 test-unit:
-	$(GO) test ./...
+	hack/tools.sh build helm
+	STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test ./...
 	cd hack/image && $(GO) vet ./... && $(GO) test ./...
 
 test-e2e: tools

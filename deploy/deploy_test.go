@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	psapi "k8s.io/pod-security-admission/api"
 	pspolicy "k8s.io/pod-security-admission/policy"
 )
@@ -84,6 +85,21 @@ func render(t *testing.T, opts Options) *rendered {
 	if err != nil {
 		t.Fatalf("rendering deploy/ with %+v: %v", opts, err)
 	}
+	r := classify(t, objs)
+	if len(r.namespaces) != 1 || len(r.serviceAccounts) != 1 || len(r.clusterRoles) != 1 ||
+		len(r.clusterRoleBindings) != 1 || len(r.roles) != 1 || len(r.roleBindings) != 1 ||
+		len(r.deployments) != 1 || len(r.services) != 1 || len(r.budgets) != 1 {
+		t.Fatalf("deploy/ should hold one of each object, got %s", r.counts())
+	}
+	if !opts.ServiceMonitor && len(r.other) > 0 {
+		t.Errorf("the base holds objects of kinds client-go does not know: %v", r.other)
+	}
+	return r
+}
+
+// classify sorts decoded objects by type (deploy/ or the Helm chart).
+func classify(t *testing.T, objs []runtime.Object) *rendered {
+	t.Helper()
 	r := &rendered{}
 	for _, o := range objs {
 		switch o := o.(type) {
@@ -108,20 +124,16 @@ func render(t *testing.T, opts Options) *rendered {
 		case *unstructured.Unstructured:
 			r.other = append(r.other, o)
 		default:
-			t.Errorf("unexpected object %T in deploy/", o)
+			t.Errorf("unexpected object %T", o)
 		}
 	}
-	if len(r.namespaces) != 1 || len(r.serviceAccounts) != 1 || len(r.clusterRoles) != 1 ||
-		len(r.clusterRoleBindings) != 1 || len(r.roles) != 1 || len(r.roleBindings) != 1 ||
-		len(r.deployments) != 1 || len(r.services) != 1 || len(r.budgets) != 1 {
-		t.Fatalf("deploy/ should hold one of each object, got %d Namespace, %d ServiceAccount, %d ClusterRole, %d ClusterRoleBinding, %d Role, %d RoleBinding, %d Deployment, %d Service, %d PodDisruptionBudget",
-			len(r.namespaces), len(r.serviceAccounts), len(r.clusterRoles), len(r.clusterRoleBindings),
-			len(r.roles), len(r.roleBindings), len(r.deployments), len(r.services), len(r.budgets))
-	}
-	if !opts.ServiceMonitor && len(r.other) > 0 {
-		t.Errorf("the base holds objects of kinds client-go does not know: %v", r.other)
-	}
 	return r
+}
+
+func (r *rendered) counts() string {
+	return fmt.Sprintf("%d Namespace, %d ServiceAccount, %d ClusterRole, %d ClusterRoleBinding, %d Role, %d RoleBinding, %d Deployment, %d Service, %d PodDisruptionBudget, %d other",
+		len(r.namespaces), len(r.serviceAccounts), len(r.clusterRoles), len(r.clusterRoleBindings),
+		len(r.roles), len(r.roleBindings), len(r.deployments), len(r.services), len(r.budgets), len(r.other))
 }
 
 func TestClusterRoleIsExactlyWhatTheCodeCalls(t *testing.T) {

@@ -4,14 +4,14 @@
 # module under hack/tools/<tool>; its go.mod is the one place that pins the version.
 # A binary that is already in the cache is never rebuilt.
 #
-#   hack/tools.sh build [tool...]   build what is missing (kubernetes etcd kwok external-dns)
+#   hack/tools.sh build [tool...]   build what is missing (kubernetes etcd kwok external-dns helm)
 #   hack/tools.sh bindir            print a directory with every binary (after build)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/hack/tools"
 cache=${STSROLLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stsroller}
-all=(kubernetes etcd kwok external-dns)
+all=(kubernetes etcd kwok external-dns helm)
 export CGO_ENABLED=0
 
 # module and binaries of each tool.
@@ -21,6 +21,7 @@ module() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     external-dns) echo sigs.k8s.io/external-dns ;;
+    helm) echo helm.sh/helm/v4 ;;
   esac
 }
 binaries() {
@@ -34,6 +35,7 @@ package() {
     etcd) echo . ;;
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     external-dns) echo sigs.k8s.io/external-dns ;;
+    helm) echo helm.sh/helm/v4/cmd/helm ;;
     kube-*|kubectl|kubelet) echo "k8s.io/kubernetes/cmd/$1" ;;
   esac
 }
