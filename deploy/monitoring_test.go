@@ -58,6 +58,9 @@ func exported(t *testing.T) (series map[string]bool, families []string) {
 				t.Fatalf("cannot read the name of %s", d)
 			}
 			_, histogram := c.(prometheus.Histogram)
+			if _, vec := c.(*prometheus.HistogramVec); vec {
+				histogram = true
+			}
 			add(mm[1], histogram)
 			families = append(families, mm[1])
 		}
