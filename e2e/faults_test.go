@@ -564,7 +564,11 @@ func TestFaultOddInput(t *testing.T) {
 		e.create(faultSet(e.ns, "db", 3, nil))
 		e.waitReady("db", 3)
 		e.roll("zero", "db")
-		e.waitComplete(faultTimeout, "zero", "db")
+		e.waitComplete(faultTimeout, "db")
+		// Nothing to update in a StatefulSet of 0 pods: no rollout, Idle.
+		if st := e.status("zero"); st == nil || st.Phase != policy.PhaseIdle {
+			t.Errorf("zero replicas: status %+v, want %s", st, policy.PhaseIdle)
+		}
 	})
 	// No "max-replicas" case here: with spec.replicas 2147483647 the
 	// built-in StatefulSet controller allocates a slot per replica
@@ -662,6 +666,24 @@ func TestFaultOddInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.roll("db")
+		// db-1's revision cannot be told: it is left alone and named,
+		// and once only it is left the rollout says UnknownRevision.
+		err := framework.Eventually(e.ctx, faultTimeout, 250*time.Millisecond, func(context.Context) error {
+			st := e.status("db")
+			if st == nil || st.Reason != policy.ReasonUnknownRevision || !strings.Contains(st.Message, "db-1") {
+				return fmt.Errorf("status %+v, want %s naming db-1", st, policy.ReasonUnknownRevision)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Labelled again (at a revision that is not the update revision),
+		// it is outdated and replaced.
+		if _, err := e.client.CoreV1().Pods(e.ns).Patch(e.ctx, "db-1", types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"controller-revision-hash":"db-old"}}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		e.waitComplete(faultTimeout, "db")
 	})
 	t.Run("other-owners", func(t *testing.T) {

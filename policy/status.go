@@ -120,7 +120,7 @@ func ParseStatus(annotations map[string]string) *Status {
 const (
 	maxMessage = 2048
 	maxWhy     = 120
-	maxItem    = 160
+	maxItem    = 300
 )
 
 // bound cuts the status's texts to their bounds.
