@@ -140,32 +140,24 @@ func writeStatus(w io.Writer, prefix string, st *policy.Status) {
 	if st.LastProgressTime != nil {
 		line("Last progress:\t%s\n", st.LastProgressTime.UTC().Format(time.RFC3339))
 	}
-	if len(st.WaitingForDNS) > 0 {
-		names := make([]string, 0, len(st.WaitingForDNS))
-		for n := range st.WaitingForDNS {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		key := "Waiting for DNS:"
-		for _, n := range names {
-			line("%s\t%s: %s\n", key, n, st.WaitingForDNS[n])
-			key = ""
-		}
-		if more := int(st.WaitingForDNSCount) - len(names); more > 0 {
-			line("\tand %d more\n", more)
-		}
+	namedPods(line, "Waiting for DNS:", "%s", st.WaitingForDNS, int(st.WaitingForDNSCount))
+	namedPods(line, "Waiting for drain:", "asked at %s", st.WaitingForDrain, len(st.WaitingForDrain))
+}
+
+// namedPods prints the pods a status names, by name, one a line under key,
+// with how many more there are of total.
+func namedPods(line func(string, ...any), key, format string, pods map[string]string, total int) {
+	names := make([]string, 0, len(pods))
+	for n := range pods {
+		names = append(names, n)
 	}
-	if len(st.WaitingForDrain) > 0 {
-		names := make([]string, 0, len(st.WaitingForDrain))
-		for n := range st.WaitingForDrain {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		key := "Waiting for drain:"
-		for _, n := range names {
-			line("%s\t%s: asked at %s\n", key, n, st.WaitingForDrain[n])
-			key = ""
-		}
+	slices.Sort(names)
+	for _, n := range names {
+		line("%s\t%s: "+format+"\n", key, n, pods[n])
+		key = ""
+	}
+	if more := total - len(names); more > 0 {
+		line("\tand %d more\n", more)
 	}
 }
 
