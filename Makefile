@@ -36,8 +36,9 @@ KIND_IMG ?= stsroller:e2e
 KIND_KUBECONFIG ?= $(CURDIR)/.kind-kubeconfig
 IMAGE_TAR ?= bin/stsroller-image.tar
 # The tests that make test runs in the deployed mode: the deployed install
-# itself and the rollout scenarios that kill or restart the controller.
-E2E_DEPLOYED_RUN ?= ^(TestDeployed|TestControllerRestartMidRollout|TestOnDeleteRollout|TestDeployAdmittedByRestrictedNamespace)
+# itself, the rollout scenarios that kill or restart the controller, the
+# Prometheus scrape of the metrics Service's endpoints and a DNS-gated rollout.
+E2E_DEPLOYED_RUN ?= ^(TestDeployed|TestControllerRestartMidRollout|TestOnDeleteRollout|TestDeployAdmittedByRestrictedNamespace|TestPrometheusScrapesARollout|TestDNSGateRollout)
 
 .PHONY: soak test vet fmt-check test-unit test-e2e test-e2e-deployed tools clean-cluster tools-cluster demo bench-e2e bench bench-scale bench-smoke build image image-tar e2e-kind e2e-deployed
 

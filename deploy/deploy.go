@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/resid"
 	"sigs.k8s.io/yaml"
 )
 
@@ -51,6 +53,9 @@ type Options struct {
 	// ServiceMonitor adds overlays/servicemonitor's ServiceMonitor; its CRD
 	// (monitoring.coreos.com/v1) must be installed to apply it.
 	ServiceMonitor bool
+	// Args are appended to the controller container's arguments (a JSON
+	// patch of the overlay): a site's settings, such as --dns-servers.
+	Args []string
 }
 
 // Build renders the base as `kustomize build deploy/` does: YAML documents
@@ -84,7 +89,7 @@ func BuildWith(opts Options) ([]byte, error) {
 		base = "deploy/overlays/servicemonitor"
 	}
 	dir := path.Join("/stsroller", base)
-	if opts.Image != "" || opts.Namespace != "" {
+	if opts.Image != "" || opts.Namespace != "" || len(opts.Args) > 0 {
 		// An overlay of our own, as a user would write it.
 		k := types.Kustomization{
 			TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
@@ -102,6 +107,18 @@ func BuildWith(opts Options) ([]byte, error) {
 				img.NewName = name
 			}
 			k.Images = []types.Image{img}
+		}
+		if len(opts.Args) > 0 {
+			var ops []map[string]any
+			for _, a := range opts.Args {
+				ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a})
+			}
+			patch, err := json.Marshal(ops)
+			if err != nil {
+				return nil, err
+			}
+			k.Patches = []types.Patch{{Patch: string(patch),
+				Target: &types.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: "apps", Version: "v1", Kind: "Deployment"}, Name: "stsroller"}}}}
 		}
 		b, err := yaml.Marshal(k)
 		if err != nil {

@@ -399,6 +399,20 @@ func TestImageOverride(t *testing.T) {
 	}
 }
 
+// TestArgsAppended: Options.Args are appended to the container's arguments,
+// which are otherwise kept, with the image override beside them.
+func TestArgsAppended(t *testing.T) {
+	base := render(t, Options{}).deployments[0].Spec.Template.Spec.Containers[0].Args
+	extra := []string{"--dns-servers=10.201.0.1:5353,10.201.0.1:5354", "--dns-recheck-interval=5s"}
+	c := render(t, Options{Image: "stsroller:e2e", Args: extra}).deployments[0].Spec.Template.Spec.Containers[0]
+	if diff := cmp.Diff(append(slices.Clone(base), extra...), c.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	if c.Image != "stsroller:e2e" {
+		t.Errorf("image %q, want stsroller:e2e", c.Image)
+	}
+}
+
 func TestServiceMonitorOverlay(t *testing.T) {
 	r := render(t, Options{ServiceMonitor: true})
 	if len(r.other) != 1 {

@@ -93,22 +93,55 @@ func externalDNSBinary(t *testing.T) string {
 	return bin
 }
 
-// skipDeployed skips the DNS tests against an stsroller deployed in the
-// cluster: they run their own, pointed at BIND servers on 127.0.0.1.
-func skipDeployed(t *testing.T) {
+// skipDeployed skips, in the deployed mode, a DNS test that needs an
+// stsroller of its own (its own BIND servers, or other --dns-servers than
+// the shared pair), and every DNS test where the deployed controller was not
+// given the shared pair (kind: BIND runs on this host, out of its pods'
+// reach).
+func skipDeployed(t *testing.T, o dnsRolloutOptions) {
 	t.Helper()
-	if framework.Deployed() {
-		t.Skipf("%s=deployed: the DNS tests need an stsroller of their own whose --dns-servers are the test's BIND servers on 127.0.0.1",
+	if !framework.Deployed() {
+		return
+	}
+	sharedBind.mu.Lock()
+	held := sharedBind.held
+	sharedBind.mu.Unlock()
+	switch {
+	case !held:
+		t.Skipf("%s=deployed: the deployed controller cannot reach this host's BIND servers (only the local cluster's real node can)",
+			framework.EnvController)
+	case o.servers != nil || o.dnsServers != nil:
+		t.Skipf("%s=deployed: the test needs an stsroller of its own, whose --dns-servers are BIND servers of its own",
 			framework.EnvController)
 	}
 }
 
+// dnsControllerArgs are stsroller's DNS flags in the DNS tests: the servers,
+// and short intervals.
+func dnsControllerArgs(servers []string) []string {
+	return []string{
+		"--dns-servers=" + strings.Join(servers, ","),
+		"--dns-recheck-interval=5s",
+		"--dns-timeout=" + dnsTimeout.String(),
+	}
+}
+
 // sharedBind is the BIND pair of the DNS tests that run at the same time; the
-// last test to finish stops it.
+// last test to finish stops it, unless TestMain holds it for the whole run
+// (the deployed mode).
 var sharedBind struct {
 	mu      sync.Mutex
 	refs    int
+	held    bool
 	servers *bind.Servers
+}
+
+// holdSharedDNSServers makes s the shared pair for the whole run; the
+// caller stops it.
+func holdSharedDNSServers(s *bind.Servers) {
+	sharedBind.mu.Lock()
+	defer sharedBind.mu.Unlock()
+	sharedBind.servers, sharedBind.held = s, true
 }
 
 // sharedDNSServers returns the shared BIND pair, starting it if need be.
@@ -130,7 +163,7 @@ func sharedDNSServers(t *testing.T) *bind.Servers {
 		sharedBind.mu.Lock()
 		defer sharedBind.mu.Unlock()
 		sharedBind.refs--
-		if sharedBind.refs == 0 {
+		if sharedBind.refs == 0 && !sharedBind.held {
 			if err := s.Stop(); err != nil {
 				t.Errorf("stopping BIND: %v", err)
 			}
@@ -223,7 +256,7 @@ type dnsRolloutOptions struct {
 
 func newDNSRollout(t *testing.T, o dnsRolloutOptions) *dnsRollout {
 	t.Helper()
-	skipDeployed(t)
+	skipDeployed(t, o)
 	extBin := externalDNSBinary(t)
 	ctx := t.Context()
 	client := framework.Client(t)
@@ -295,12 +328,7 @@ func newDNSRollout(t *testing.T, o dnsRolloutOptions) *dnsRollout {
 		dnsServers = servers.Addrs()
 	}
 	r.controller = framework.StartController(t, client, framework.ControllerOptions{
-		Binary: binary(t), Namespace: ns,
-		Args: []string{
-			"--dns-servers=" + strings.Join(dnsServers, ","),
-			"--dns-recheck-interval=5s",
-			"--dns-timeout=" + dnsTimeout.String(),
-		},
+		Binary: binary(t), Namespace: ns, Args: dnsControllerArgs(dnsServers),
 	})
 	if !o.noWait {
 		r.waitAllReady(int(o.replicas))

@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/stsroller/stsroller/e2e/bind"
 	"github.com/stsroller/stsroller/e2e/cluster"
 	"github.com/stsroller/stsroller/e2e/framework"
 )
@@ -93,7 +94,17 @@ func run(m *testing.M) int {
 	defer os.Unsetenv("KUBECONFIG")
 	if c.RealNode() {
 		framework.ContainerPID = c.ContainerPID
-		if err := deployController(c.Kubeconfig, cluster.RealNodeNamespaceAnnotations()); err != nil {
+		// The DNS tests' shared BIND pair, on the host address the real
+		// node's pods reach, for the whole run: the deployed controller is
+		// installed with it as its --dns-servers.
+		servers, err := bind.Start(ctx, bind.Options{Zone: dnsZone, Host: c.RealNodeHostIP()})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: starting BIND on %s for the deployed controller: %v\n", c.RealNodeHostIP(), err)
+			return 1
+		}
+		defer servers.Stop()
+		holdSharedDNSServers(servers)
+		if err := deployController(c.Kubeconfig, cluster.RealNodeNamespaceAnnotations(), dnsControllerArgs(servers.Addrs())...); err != nil {
 			c.KeepWorkDir()
 			fmt.Fprintf(os.Stderr, "e2e: %v\n%s", err, c.LogTails(20))
 			return 1
@@ -110,7 +121,7 @@ func run(m *testing.M) int {
 
 // deployController installs stsroller from deploy/ with the image of
 // $STSROLLER_E2E_IMAGE, in the deployed mode when that is set.
-func deployController(kubeconfig string, nsAnnotations map[string]string) error {
+func deployController(kubeconfig string, nsAnnotations map[string]string, args ...string) error {
 	image := os.Getenv(framework.EnvImage)
 	if !framework.Deployed() || image == "" {
 		return nil
@@ -125,7 +136,7 @@ func deployController(kubeconfig string, nsAnnotations map[string]string) error 
 	}
 	start := time.Now()
 	err = framework.DeployController(context.Background(), client, framework.DeployOptions{
-		Kubeconfig: kubeconfig, Image: image, NamespaceAnnotations: nsAnnotations})
+		Kubeconfig: kubeconfig, Image: image, NamespaceAnnotations: nsAnnotations, Args: args})
 	if err != nil {
 		return fmt.Errorf("deploying stsroller (%s): %w", image, err)
 	}

@@ -41,6 +41,10 @@ type Metrics struct {
 	// DrainDuration observes drain handshakes, from the request to the
 	// eviction, by result (Completed, TimedOut).
 	DrainDuration *prometheus.HistogramVec
+	// APIRequests counts the process's requests to the API server by verb,
+	// resource and code, and APIRequestDuration times them (see Instrument).
+	APIRequests        *prometheus.CounterVec
+	APIRequestDuration *prometheus.HistogramVec
 }
 
 // New creates the metrics on a registry of their own, with the Go and process
@@ -99,8 +103,10 @@ func New() *Metrics {
 			Help: "1 while this process holds the leader lease, else 0.",
 		}),
 	}
+	m.APIRequests, m.APIRequestDuration = newAPIRequests()
 	r.MustRegister(m.PodsDeleted, m.EvictionsBlocked, m.Rollouts, m.RolloutsBlocked, m.RolloutDuration,
 		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.Leader, m.DrainDuration,
+		m.APIRequests, m.APIRequestDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

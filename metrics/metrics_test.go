@@ -1,8 +1,14 @@
 package metrics
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -68,4 +74,76 @@ func TestMetricsAreRegistered(t *testing.T) {
 		}
 	}
 	t.Errorf("the named queue's add was not counted")
+}
+
+func TestRequestKind(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, watch string
+		verb, resource      string
+	}{
+		{"GET", "/api/v1/namespaces/ns/pods", "", "list", "pods"},
+		{"GET", "/api/v1/pods", "true", "watch", "pods"},
+		{"GET", "/api/v1/namespaces/ns/pods/web-0", "", "get", "pods"},
+		{"POST", "/api/v1/namespaces/ns/pods/web-0/eviction", "", "create", "pods/eviction"},
+		{"PATCH", "/api/v1/namespaces/ns/pods/web-0/status", "", "patch", "pods/status"},
+		{"DELETE", "/api/v1/namespaces/ns/pods/web-0", "", "delete", "pods"},
+		{"PATCH", "/apis/apps/v1/namespaces/ns/statefulsets/web", "", "patch", "statefulsets"},
+		{"GET", "/apis/policy/v1/poddisruptionbudgets", "1", "watch", "poddisruptionbudgets"},
+		{"PUT", "/apis/coordination.k8s.io/v1/namespaces/stsroller-system/leases/stsroller", "", "update", "leases"},
+		{"GET", "/api/v1/namespaces/ns", "", "get", "namespaces"},
+		{"POST", "/api/v1/namespaces/ns/events", "", "create", "events"},
+		{"DELETE", "/api/v1/namespaces/ns/pods", "", "deletecollection", "pods"},
+		{"GET", "/version", "", "get", "-"},
+		{"GET", "/apis", "", "get", "-"},
+	} {
+		verb, resource := RequestKind(tc.method, tc.path, tc.watch)
+		if verb != tc.verb || resource != tc.resource {
+			t.Errorf("%s %s watch=%q: %s %s, want %s %s", tc.method, tc.path, tc.watch, verb, resource, tc.verb, tc.resource)
+		}
+	}
+}
+
+// TestInstrumentCounts: a client built from an instrumented config counts
+// its requests by verb, resource and code.
+func TestInstrumentCounts(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/web-0") {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
+	}))
+	defer srv.Close()
+	m := New()
+	cfg := &rest.Config{Host: srv.URL}
+	m.Instrument(cfg)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = client.CoreV1().Pods("ns").List(t.Context(), metav1.ListOptions{})
+	_, _ = client.CoreV1().Pods("ns").Get(t.Context(), "web-0", metav1.GetOptions{})
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "stsroller_api_requests_total" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var ls []string
+			for _, l := range mt.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			got[strings.Join(ls, ",")] = mt.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"code=200,resource=pods,verb=list": 1, "code=404,resource=pods,verb=get": 1}
+	if len(got) != len(want) || got["code=200,resource=pods,verb=list"] != 1 || got["code=404,resource=pods,verb=get"] != 1 {
+		t.Errorf("stsroller_api_requests_total = %v, want %v", got, want)
+	}
 }

@@ -152,6 +152,8 @@ func run(ctx context.Context, o *options) error {
 	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 	cfg.UserAgent = "stsroller"
+	m := metrics.New()
+	m.Instrument(cfg)
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -164,7 +166,6 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("--dns-servers/--dns-resolvers: %w", err)
 	}
-	m := metrics.New()
 	m.RegisterWorkqueueProvider()
 
 	var ready atomic.Bool

@@ -4,7 +4,7 @@
 // that transfers the zone from it (on NOTIFY and on a short refresh), so the
 // secondary lags the primary a little, as real secondaries do.
 //
-// Both listen on free ports on 127.0.0.1, over UDP and TCP, and keep everything
+// Both listen on free ports on 127.0.0.1 (or Options.Host), over UDP and TCP, and keep everything
 // (configuration, zone files, journals, logs, pid files) in one directory; no
 // path of the system's BIND installation (/etc/bind, /var/cache/bind) is used,
 // and no rndc control channel is opened. named needs Debian's bind9 package;
@@ -63,6 +63,10 @@ type Options struct {
 	// StartTimeout bounds the wait for each server to serve the zone.
 	// Default 30s.
 	StartTimeout time.Duration
+	// Host is the IPv4 address both servers listen on (and the secondary
+	// transfers from). Default 127.0.0.1; the deployed mode uses the real
+	// node's host address, which its pods reach.
+	Host string
 }
 
 // Defaults of Options.
@@ -112,7 +116,7 @@ type Server struct {
 	Name string
 	// Addr is host:port, as dnsprobe and --dns-servers want it.
 	Addr string
-	// Host is 127.0.0.1; Port is the UDP and TCP port.
+	// Host is the address (127.0.0.1 by default); Port is the UDP and TCP port.
 	Host string
 	Port int
 	// Dir is named's working directory: named.conf, zone file, journal, pid.
@@ -149,6 +153,13 @@ func Start(ctx context.Context, opts Options) (*Servers, error) {
 	if keyName == "" {
 		keyName = DefaultKeyName
 	}
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.To4() == nil {
+		return nil, fmt.Errorf("host %q is not an IPv4 address", opts.Host)
+	}
 	refresh := max(1, int(opts.Refresh.Round(time.Second)/time.Second))
 	if opts.Refresh == 0 {
 		refresh = int(DefaultRefresh / time.Second)
@@ -181,7 +192,7 @@ func Start(ctx context.Context, opts Options) (*Servers, error) {
 	// and Start tries again with other ports.
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		err = s.startOnce(ctx, named, refresh, !opts.DisableNotify, startTimeout)
+		err = s.startOnce(ctx, named, host, refresh, !opts.DisableNotify, startTimeout)
 		if err == nil {
 			break
 		}
@@ -196,13 +207,13 @@ func Start(ctx context.Context, opts Options) (*Servers, error) {
 }
 
 // startOnce configures and starts both servers on fresh ports.
-func (s *Servers) startOnce(ctx context.Context, named string, refresh int, notify bool, startTimeout time.Duration) error {
-	ports, err := freePorts(2)
+func (s *Servers) startOnce(ctx context.Context, named, host string, refresh int, notify bool, startTimeout time.Duration) error {
+	ports, err := freePorts(host, 2)
 	if err != nil {
 		return err
 	}
-	s.Primary = newServer("primary", named, s.Dir, s.Zone, ports[0], startTimeout)
-	s.Secondary = newServer("secondary", named, s.Dir, s.Zone, ports[1], startTimeout)
+	s.Primary = newServer("primary", named, s.Dir, s.Zone, host, ports[0], startTimeout)
+	s.Secondary = newServer("secondary", named, s.Dir, s.Zone, host, ports[1], startTimeout)
 	for _, srv := range []*Server{s.Primary, s.Secondary} {
 		if err := os.RemoveAll(srv.Dir); err != nil {
 			return err
@@ -260,13 +271,13 @@ func (s *Servers) cleanDir() {
 // stsroller's --dns-servers flag for these servers.
 func (s *Servers) Addrs() []string { return []string{s.Primary.Addr, s.Secondary.Addr} }
 
-func newServer(name, named, dir, zone string, port int, startTimeout time.Duration) *Server {
+func newServer(name, named, dir, zone, host string, port int, startTimeout time.Duration) *Server {
 	d := filepath.Join(dir, name)
 	return &Server{
 		Name:         name,
-		Host:         "127.0.0.1",
+		Host:         host,
 		Port:         port,
-		Addr:         net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:         net.JoinHostPort(host, strconv.Itoa(port)),
 		Dir:          d,
 		LogPath:      filepath.Join(d, "named.log"),
 		named:        named,
@@ -394,9 +405,9 @@ func findNamed(named string) (string, error) {
 	return "", errors.New("named not found on $PATH or in /usr/sbin: install BIND (Debian: apt-get install bind9 bind9-utils)")
 }
 
-// freePorts returns n distinct ports that are free on 127.0.0.1 for both UDP
+// freePorts returns n distinct ports that are free on host for both UDP
 // and TCP right now.
-func freePorts(n int) ([]int, error) {
+func freePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var closers []func() error
 	defer func() {
@@ -406,9 +417,9 @@ func freePorts(n int) ([]int, error) {
 	}()
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 50 {
-			return nil, errors.New("no free port on 127.0.0.1 for both UDP and TCP")
+			return nil, fmt.Errorf("no free port on %s for both UDP and TCP", host)
 		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}
@@ -435,7 +446,7 @@ ns1	IN A	127.0.0.1
 }
 
 // commonConf is the part of named.conf both servers share: everything in
-// srv.Dir, no recursion, no rndc, IPv4 loopback only.
+// srv.Dir, no recursion, no rndc, srv.Host only.
 func (s *Servers) commonConf(srv *Server) string {
 	return fmt.Sprintf(`options {
 	directory "%[1]s";
@@ -446,7 +457,7 @@ func (s *Servers) commonConf(srv *Server) string {
 	dump-file "%[1]s/named_dump.db";
 	statistics-file "%[1]s/named.stats";
 	memstatistics-file "%[1]s/named.memstats";
-	listen-on port %[2]d { 127.0.0.1; };
+	listen-on port %[2]d { %[6]s; };
 	listen-on-v6 { none; };
 	recursion no;
 	dnssec-validation no;
@@ -461,7 +472,7 @@ key "%[3]s" {
 	algorithm %[4]s;
 	secret "%[5]s";
 };
-`, srv.Dir, srv.Port, s.TSIG.Name, s.TSIG.Algorithm, s.TSIG.Secret)
+`, srv.Dir, srv.Port, s.TSIG.Name, s.TSIG.Algorithm, s.TSIG.Secret, srv.Host)
 }
 
 func (s *Servers) primaryConf(zoneFile string, notify bool) string {

@@ -99,7 +99,7 @@ func StartExternalDNS(ctx context.Context, opts ExternalDNSOptions) (*ExternalDN
 	case opts.Servers == nil || opts.Servers.Primary == nil:
 		return nil, errors.New("external-dns: no BIND servers")
 	}
-	ports, err := freePorts(1)
+	ports, err := freePorts("127.0.0.1", 1)
 	if err != nil {
 		return nil, err
 	}

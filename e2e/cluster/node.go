@@ -628,6 +628,17 @@ func (c *Cluster) writeKubeconfig(path, server, user, certFile, keyFile string) 
 // RealNode reports whether the cluster has a real node.
 func (c *Cluster) RealNode() bool { return c.node != nil }
 
+// RealNodeHostIP is the host's address on the real node's veth, which the
+// node and its pods reach (the API server's forwarder listens there); a
+// server of the tests that the node's pods must reach, BIND say, listens on
+// it too. Empty without a real node.
+func (c *Cluster) RealNodeHostIP() string {
+	if c.node == nil {
+		return ""
+	}
+	return c.node.hostIP.String()
+}
+
 // Import imports OCI image tarballs into the real node's containerd.
 func (c *Cluster) Import(tarballs ...string) error {
 	if c.node == nil {

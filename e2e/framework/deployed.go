@@ -48,6 +48,9 @@ type DeployOptions struct {
 	// the apply: the cluster admin's settings, such as a node selector for
 	// all its pods (see cluster.RealNodeNamespaceAnnotations).
 	NamespaceAnnotations map[string]string
+	// Args are appended to the controller's arguments: the site's settings
+	// (the local cluster's DNS servers), as an admin's overlay would.
+	Args []string
 	// Timeout for the Deployment to be Available. Default 5 minutes.
 	Timeout time.Duration
 }
@@ -65,7 +68,7 @@ func Kubectl() string {
 
 // DeployController installs stsroller as cluster admins do: deploy/ rendered
 // the way `kubectl apply -k deploy/` renders it, with only the image
-// replaced, piped to `kubectl apply`; then it waits for the Deployment to be
+// replaced and o.Args added, piped to `kubectl apply`; then it waits for the Deployment to be
 // Available.
 func DeployController(ctx context.Context, client kubernetes.Interface, o DeployOptions) error {
 	if o.Timeout == 0 {
@@ -77,7 +80,7 @@ func DeployController(ctx context.Context, client kubernetes.Interface, o Deploy
 			return fmt.Errorf("creating namespace %s: %w", deploy.Namespace, err)
 		}
 	}
-	manifests, err := deploy.BuildWith(deploy.Options{Image: o.Image})
+	manifests, err := deploy.BuildWith(deploy.Options{Image: o.Image, Args: o.Args})
 	if err != nil {
 		return err
 	}
