@@ -75,7 +75,6 @@ type DNSGate interface {
 type Controller struct {
 	client    kubernetes.Interface
 	stsLister appslisters.StatefulSetLister
-	podLister corelisters.PodLister
 	pdbLister policylisters.PodDisruptionBudgetLister
 	svcLister corelisters.ServiceLister
 	synced    []cache.InformerSynced
@@ -160,7 +159,6 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 	c := &Controller{
 		client:    client,
 		stsLister: stsInformer.Lister(),
-		podLister: podInformer.Lister(),
 		pdbLister: pdbInformer.Lister(),
 		svcLister: svcInformer.Lister(),
 		synced: []cache.InformerSynced{stsInformer.Informer().HasSynced, podInformer.Informer().HasSynced,
