@@ -21,6 +21,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/stsroller/stsroller/deploy"
 	"github.com/stsroller/stsroller/e2e/framework"
@@ -51,9 +54,9 @@ func TestPrometheusScrapesARollout(t *testing.T) {
 	var scrape string
 	if deployed {
 		// As deploy/overlays/servicemonitor asks of a Prometheus Operator:
-		// the endpoints of the metrics Service, found through the API
-		// server, one target per controller pod.
-		scrape = serviceScrape(os.Getenv("KUBECONFIG"))
+		// the endpoints of the metrics Service, one target per controller
+		// pod.
+		scrape = serviceScrape(t, r.client)
 		r.controller = framework.StartController(t, r.client, framework.ControllerOptions{Namespace: r.ns})
 	} else {
 		metricsPort := freePort(t)
@@ -173,25 +176,77 @@ func staticScrape(target string) string {
 `, target)
 }
 
-// serviceScrape is the scrape config of the job "stsroller" that a
-// Prometheus Operator derives from deploy/'s ServiceMonitor: the endpoint
-// slices of the Service labelled as stsroller's metrics, port "metrics",
-// discovered with kubeconfig's credentials.
-func serviceScrape(kubeconfig string) string {
+// serviceScrape is the scrape config of the job "stsroller" for the targets
+// a Prometheus Operator derives from deploy/'s ServiceMonitor: one per ready
+// endpoint of the metrics Service's port "metrics". Debian's Prometheus is
+// built without Kubernetes discovery, so the test does the discovery itself:
+// it writes the endpoints of the Service's EndpointSlices to a file_sd file,
+// every second until t ends.
+func serviceScrape(t *testing.T, client kubernetes.Interface) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "targets.json")
+	write := func() error {
+		eps, err := client.DiscoveryV1().EndpointSlices(deploy.Namespace).List(t.Context(),
+			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=stsroller-metrics"})
+		if err != nil {
+			return err
+		}
+		type group struct {
+			Targets []string          `json:"targets"`
+			Labels  map[string]string `json:"labels"`
+		}
+		groups := []group{}
+		for _, sl := range eps.Items {
+			var port int32
+			for _, p := range sl.Ports {
+				if p.Name != nil && *p.Name == "metrics" && p.Port != nil {
+					port = *p.Port
+				}
+			}
+			for _, ep := range sl.Endpoints {
+				if port == 0 || len(ep.Addresses) == 0 || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
+					continue
+				}
+				g := group{Targets: []string{net.JoinHostPort(ep.Addresses[0], strconv.Itoa(int(port)))}, Labels: map[string]string{}}
+				if ep.TargetRef != nil {
+					g.Labels["pod"] = ep.TargetRef.Name
+				}
+				groups = append(groups, g)
+			}
+		}
+		b, err := json.Marshal(groups)
+		if err != nil {
+			return err
+		}
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return err
+		}
+		return os.Rename(tmp, file)
+	}
+	if err := write(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				_ = write()
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
 	return fmt.Sprintf(`- job_name: stsroller
   metrics_path: /metrics
-  kubernetes_sd_configs:
-  - role: endpointslice
-    kubeconfig_file: %q
-    namespaces:
-      names: [%q]
-  relabel_configs:
-  - source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_name, __meta_kubernetes_service_label_app_kubernetes_io_component, __meta_kubernetes_endpointslice_port_name]
-    regex: stsroller;metrics;metrics
-    action: keep
-  - source_labels: [__meta_kubernetes_pod_name]
-    target_label: pod
-`, kubeconfig, deploy.Namespace)
+  file_sd_configs:
+  - files: [%q]
+    refresh_interval: 1s
+`, file)
 }
 
 // startPrometheus runs Prometheus on a free loopback port with its own
