@@ -29,6 +29,7 @@ import (
 	"github.com/stsroller/stsroller/e2e/faultproxy"
 	"github.com/stsroller/stsroller/e2e/framework"
 	"github.com/stsroller/stsroller/e2e/invariants"
+	"github.com/stsroller/stsroller/e2e/proc"
 	"github.com/stsroller/stsroller/e2e/kwok"
 	"github.com/stsroller/stsroller/policy"
 )
@@ -134,6 +135,10 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 		check.Resolve(true)
 		for _, v := range check.Violations() {
 			t.Errorf("invariant violated: %s", v)
+		}
+		if len(check.Violations()) > 0 && e.ctrl != nil {
+			// The controller's own cleanup ran first, before t failed.
+			t.Logf("stsroller log (tail):\n%s", proc.Tail(e.ctrl.Log(), 300))
 		}
 		st := check.Stats()
 		s := FaultStats{Test: t.Name(), Restarts: e.restarts, Checks: st.Checks, Violations: st.Violations,

@@ -310,6 +310,22 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		plan.Deletions = nil
 	}
 
+	if len(plan.Deletions) > 0 {
+		// The pods and the StatefulSet come from two watches, which may lag
+		// each other: a StatefulSet read before a template change, beside
+		// pods already created from it, makes current pods look outdated.
+		// Before removing anything, the StatefulSet is read from the API
+		// server; planned on an older one, the round is dropped and planned
+		// again once the cache has caught up.
+		if stale, err := c.staleBasis(ctx, sts); err != nil {
+			return err
+		} else if stale != "" {
+			logger.V(2).Info("StatefulSet changed since the cache read it; planning again", "changed", stale, "after", conflictRetry)
+			c.queue.AddAfter(key, conflictRetry)
+			return nil
+		}
+	}
+
 	var actErr error
 	for _, r := range c.removeAll(ctx, key, sts, in.Config, plan.Deletions) {
 		blocked, err := r.blocked, r.err
@@ -346,6 +362,49 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		c.queue.AddAfter(key, requeue)
 	}
 	return nil
+}
+
+// staleBasis reads the StatefulSet from the API server and says what of it
+// that a plan depends on differs from sts (the cache's copy): its identity,
+// generation, update revision, deletion or annotations (the configuration;
+// stsroller's own status annotation aside). Empty: sts is current.
+func (c *Controller) staleBasis(ctx context.Context, sts *appsv1.StatefulSet) (string, error) {
+	live, err := c.client.AppsV1().StatefulSets(sts.Namespace).Get(ctx, sts.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "deleted", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading StatefulSet %s/%s before removing pods: %w", sts.Namespace, sts.Name, err)
+	}
+	return basisChange(sts, live), nil
+}
+
+// basisChange names the first difference between two copies of a
+// StatefulSet that could change a plan, or returns "".
+func basisChange(cached, live *appsv1.StatefulSet) string {
+	switch {
+	case live.UID != cached.UID:
+		return "uid"
+	case live.Generation != cached.Generation:
+		return "generation"
+	case live.Status.ObservedGeneration != cached.Status.ObservedGeneration:
+		return "observedGeneration"
+	case live.Status.UpdateRevision != cached.Status.UpdateRevision:
+		return "updateRevision"
+	case (live.DeletionTimestamp == nil) != (cached.DeletionTimestamp == nil):
+		return "deletionTimestamp"
+	}
+	for k, v := range live.Annotations {
+		if k != policy.AnnotationStatus && cached.Annotations[k] != v {
+			return "annotation " + k
+		}
+	}
+	for k := range cached.Annotations {
+		if _, ok := live.Annotations[k]; !ok && k != policy.AnnotationStatus {
+			return "annotation " + k
+		}
+	}
+	return ""
 }
 
 // removeConcurrency bounds the removals of one plan in flight at once. A

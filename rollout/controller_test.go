@@ -133,6 +133,8 @@ func describe(actions []core.Action) []string {
 		}
 		name := ""
 		switch a := a.(type) {
+		case core.GetAction:
+			name = a.GetName()
 		case core.DeleteAction:
 			name = a.GetName()
 		case core.PatchAction:
@@ -230,11 +232,12 @@ func TestSyncDeletesUnhealthyFirstWithPreconditions(t *testing.T) {
 	if err := f.run(key(sts)); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"delete pods web-0", "patch statefulsets web"}
+	// The StatefulSet is read from the API server before any removal.
+	want := []string{"get statefulsets web", "delete pods web-0", "patch statefulsets web"}
 	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	del := f.actions()[0].(core.DeleteActionImpl)
+	del := f.actions()[1].(core.DeleteActionImpl)
 	pre := del.GetDeleteOptions().Preconditions
 	if pre == nil || ptr.Deref(pre.UID, "") != "web-0-uid" || ptr.Deref(pre.ResourceVersion, "") != "7" {
 		t.Errorf("delete preconditions = %+v, want UID web-0-uid and resourceVersion 7", pre)
@@ -259,14 +262,14 @@ func TestSyncEvictsHealthyHighestOrdinalFirst(t *testing.T) {
 	// A plan's removals are sent together, so their order among themselves
 	// is not fixed; which pods are chosen is.
 	got := describe(f.actions())
-	if len(got) == 3 {
-		sort.Strings(got[:2])
+	if len(got) == 4 {
+		sort.Strings(got[1:3])
 	}
-	want := []string{"create pods/eviction web-1", "create pods/eviction web-2", "patch statefulsets web"}
+	want := []string{"get statefulsets web", "create pods/eviction web-1", "create pods/eviction web-2", "patch statefulsets web"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	for _, a := range f.actions()[:2] {
+	for _, a := range f.actions()[1:3] {
 		ev := a.(core.CreateAction).GetObject().(*policyv1.Eviction)
 		if ev.DeleteOptions == nil || ev.DeleteOptions.Preconditions == nil || ptr.Deref(ev.DeleteOptions.Preconditions.UID, "") != types.UID(ev.Name+"-uid") {
 			t.Errorf("eviction %+v lacks the UID precondition", ev)
@@ -290,7 +293,7 @@ func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
 	if err := f.run(key(sts)); err != nil {
 		t.Fatalf("a 429 must not be an error to retry hot: %v", err)
 	}
-	want := []string{"create pods/eviction web-2", "patch statefulsets web"}
+	want := []string{"get statefulsets web", "create pods/eviction web-2", "patch statefulsets web"}
 	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
@@ -480,6 +483,68 @@ func TestStatusCountsAreWrittenAtMostEveryInterval(t *testing.T) {
 		}
 		if got := patches(); got != s.want {
 			t.Fatalf("step %d: %d status patches, want %d", i, got, s.want)
+		}
+	}
+}
+
+// TestSyncRemovesNothingOnAStaleStatefulSet: the cache still holds the
+// StatefulSet of the previous rollout (update revision "old") while the API
+// server's has moved on to "newer" and the pods are already there (issue 9's
+// soak saw current pods deleted this way, again and again, under 20% API
+// faults). The live read before any removal catches it: nothing is removed,
+// no status is written, and the key is planned again shortly.
+func TestSyncRemovesNothingOnAStaleStatefulSet(t *testing.T) {
+	f := newFixture(t)
+	live := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "3"})
+	live.Generation, live.Status.ObservedGeneration, live.Status.UpdateRevision = 3, 3, "newer"
+	cached := live.DeepCopy()
+	cached.Generation, cached.Status.ObservedGeneration, cached.Status.UpdateRevision = 2, 2, "old"
+	f.sts = append(f.sts, cached)
+	f.pods = append(f.pods, newPod(live, 0, "newer", true), newPod(live, 1, "newer", true), newPod(live, 2, "newer", false))
+	// The fixture seeds the client with the cache's copy; the API server's
+	// is the newer one.
+	f.verbReactors = append(f.verbReactors, verbReactor{verb: "get", resource: "statefulsets",
+		fn: func(core.Action) (bool, runtime.Object, error) { return true, live.DeepCopy(), nil }})
+	if err := f.run(key(cached)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"get statefulsets web"}
+	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	if n := f.c.queue.Len(); n != 0 {
+		t.Errorf("queue length = %d right away, want 0 (no hot retry)", n)
+	}
+	f.clock.Step(conflictRetry)
+	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
+		t.Errorf("the StatefulSet was not planned again after %s", conflictRetry)
+	}
+}
+
+func TestBasisChange(t *testing.T) {
+	base := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "2"})
+	for _, tc := range []struct {
+		name   string
+		change func(s *appsv1.StatefulSet)
+		want   string
+	}{
+		{"same", func(*appsv1.StatefulSet) {}, ""},
+		{"only our status and the replica counts moved", func(s *appsv1.StatefulSet) {
+			s.Annotations[policy.AnnotationStatus] = `{"phase":"Rolling"}`
+			s.Status.ReadyReplicas, s.ResourceVersion = 2, "99"
+		}, ""},
+		{"recreated", func(s *appsv1.StatefulSet) { s.UID = "other" }, "uid"},
+		{"new template", func(s *appsv1.StatefulSet) { s.Generation++ }, "generation"},
+		{"new update revision", func(s *appsv1.StatefulSet) { s.Status.UpdateRevision = "newer" }, "updateRevision"},
+		{"being deleted", func(s *appsv1.StatefulSet) { s.DeletionTimestamp = &metav1.Time{Time: now} }, "deletionTimestamp"},
+		{"paused", func(s *appsv1.StatefulSet) { s.Annotations[policy.AnnotationPaused] = "true" }, "annotation " + policy.AnnotationPaused},
+		{"max-unavailable removed", func(s *appsv1.StatefulSet) { delete(s.Annotations, policy.AnnotationMaxUnavailable) },
+			"annotation " + policy.AnnotationMaxUnavailable},
+	} {
+		live := base.DeepCopy()
+		tc.change(live)
+		if got := basisChange(base, live); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -32,11 +32,11 @@ func TestSyncAsksToDrainInsteadOfEvicting(t *testing.T) {
 	if err := f.run(key(sts)); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"patch pods web-2", "patch statefulsets web"}
+	want := []string{"get statefulsets web", "patch pods web-2", "patch statefulsets web"}
 	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	p := f.actions()[0].(core.PatchAction)
+	p := f.actions()[1].(core.PatchAction)
 	var body struct {
 		Metadata struct {
 			UID             string            `json:"uid"`
@@ -85,7 +85,7 @@ func TestSyncEvictsAfterTheDrain(t *testing.T) {
 			if err := f.run(key(sts)); err != nil {
 				t.Fatal(err)
 			}
-			want := []string{"create pods/eviction web-2", "patch statefulsets web"}
+			want := []string{"get statefulsets web", "create pods/eviction web-2", "patch statefulsets web"}
 			if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
 				t.Fatalf("actions (-want +got):\n%s", diff)
 			}
