@@ -35,7 +35,7 @@ var wantClusterRole = []rule{
 	{Group: "", Resource: "pods/eviction", Verbs: "create"},
 	{Group: "", Resource: "pods/status", Verbs: "patch"},
 	{Group: "", Resource: "services", Verbs: "list,watch"},
-	{Group: "apps", Resource: "statefulsets", Verbs: "list,patch,watch"},
+	{Group: "apps", Resource: "statefulsets", Verbs: "get,list,patch,watch"},
 	{Group: "policy", Resource: "poddisruptionbudgets", Verbs: "list,watch"},
 }
 

@@ -34,7 +34,7 @@ app.kubernetes.io/component: controller
 {{- define "stsroller.rules" -}}
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "delete"]
