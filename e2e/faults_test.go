@@ -29,8 +29,8 @@ import (
 	"github.com/stsroller/stsroller/e2e/faultproxy"
 	"github.com/stsroller/stsroller/e2e/framework"
 	"github.com/stsroller/stsroller/e2e/invariants"
-	"github.com/stsroller/stsroller/e2e/proc"
 	"github.com/stsroller/stsroller/e2e/kwok"
+	"github.com/stsroller/stsroller/e2e/proc"
 	"github.com/stsroller/stsroller/policy"
 )
 
@@ -151,8 +151,8 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 			s.Requests = e.proxy.Requests()
 			t.Logf("fault proxy: %s", e.proxy)
 		}
-		t.Logf("invariants: %d checks, %d violations, %d deletions seen, %d rollouts completed, %d restarts",
-			st.Checks, st.Violations, st.Deletions, st.Completed, e.restarts)
+		t.Logf("invariants: %d checks, %d violations, %d deletions seen (%d with grace period 0, not ours), %d rollouts completed, %d restarts",
+			st.Checks, st.Violations, st.Deletions, st.Immediate, st.Completed, e.restarts)
 		recordStats(s)
 	})
 	kubeconfig := ""

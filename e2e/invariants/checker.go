@@ -47,6 +47,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/policy"
 )
@@ -61,11 +62,13 @@ const Grace = 3 * time.Second
 type Checker struct {
 	clock clock.Clock
 
-	mu         sync.Mutex
-	sets       map[string]*setState // by name
-	pods       map[string]*corev1.Pod
-	pdbs       map[string]*policyv1.PodDisruptionBudget
-	external   map[types.UID]bool
+	mu       sync.Mutex
+	sets     map[string]*setState // by name
+	pods     map[string]*corev1.Pod
+	pdbs     map[string]*policyv1.PodDisruptionBudget
+	external map[types.UID]bool
+	// immediate counts pods deleted with grace period 0 (OnPodDeletedAtOnce).
+	immediate  int
 	pending    []*deletion
 	inFlight   map[string]*deletion // by pod name: the last deletion whose replacement is not Ready yet
 	perRev     map[string]int       // "sts/pod/revision" -> stsroller deletions
@@ -198,8 +201,13 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns string) (*Checke
 		AddFunc:    func(o any) { c.OnPod(o.(*corev1.Pod)) },
 		UpdateFunc: func(_, o any) { c.OnPod(o.(*corev1.Pod)) },
 		DeleteFunc: func(o any) {
+			_, tombstone := o.(cache.DeletedFinalStateUnknown)
 			if p, ok := unwrap(o).(*corev1.Pod); ok {
-				c.OnPodDeleted(p)
+				if tombstone {
+					c.OnPodDeleted(p)
+				} else {
+					c.OnPodDeletedAtOnce(p)
+				}
 			}
 		},
 	}); err != nil {
@@ -329,7 +337,21 @@ func (c *Checker) OnPod(p *corev1.Pod) {
 
 // OnPodDeleted records a pod that is gone; if it never had a deletion
 // timestamp, this is its deletion.
-func (c *Checker) OnPodDeleted(p *corev1.Pod) {
+func (c *Checker) OnPodDeleted(p *corev1.Pod) { c.podGone(p, false) }
+
+// OnPodDeletedAtOnce records a pod that is gone, as a watch's DELETED event
+// reports it (not a tombstone of a re-list, which may hide a deletion
+// timestamp). A pod with a grace period that goes without ever showing a
+// deletion timestamp was deleted with grace period 0. stsroller never does
+// that (its deletions and evictions keep the pod's grace period), kwok does:
+// it finalizes a terminating pod with a delete by name, without a UID
+// precondition, and when it acts on a pod's old incarnation late, the
+// StatefulSet controller's replacement of the same name goes instead (seen
+// in the soak under 20% API faults). Such a deletion is checked against the
+// budgets only, as External's.
+func (c *Checker) OnPodDeletedAtOnce(p *corev1.Pod) { c.podGone(p, true) }
+
+func (c *Checker) podGone(p *corev1.Pod, watched bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.pods[p.Name]
@@ -338,6 +360,10 @@ func (c *Checker) OnPodDeleted(p *corev1.Pod) {
 	}
 	delete(c.pods, p.Name)
 	if old.DeletionTimestamp == nil {
+		if watched && ptr.Deref(old.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 {
+			c.external[old.UID] = true
+			c.immediate++
+		}
 		c.deletedLocked(old)
 	}
 }
@@ -605,13 +631,17 @@ func (c *Checker) violatef(format string, args ...any) {
 // Stats are what a checker counted.
 type Stats struct {
 	Checks, Violations, Deletions, Completed int
+	// Immediate counts deletions with grace period 0, not counted as
+	// stsroller's (OnPodDeletedAtOnce).
+	Immediate int
 }
 
 // Stats returns the counts so far.
 func (c *Checker) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Checks: c.checks, Violations: len(c.violations), Deletions: c.deletions, Completed: c.completed}
+	return Stats{Checks: c.checks, Violations: len(c.violations), Deletions: c.deletions, Completed: c.completed,
+		Immediate: c.immediate}
 }
 
 // Violations returns what was violated so far.

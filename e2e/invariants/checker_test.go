@@ -241,3 +241,27 @@ func TestLateRevision(t *testing.T) {
 		t.Fatalf("violations %q", v)
 	}
 }
+
+// TestImmediateDeleteIsNotOurs: a current pod that a watch reports DELETED
+// without ever showing a deletion timestamp went with grace period 0 (kwok's
+// finalizing delete by name hitting the replacement), which stsroller never
+// does: it is not counted as stsroller's. A pod whose own grace period is 0
+// could have gone that way by anyone's hand, and is.
+func TestImmediateDeleteIsNotOurs(t *testing.T) {
+	s := newStream(t, 3, "1")
+	s.replace("db-2", "new", true)
+	s.c.OnPodDeletedAtOnce(s.c.pods["db-2"].DeepCopy())
+	if v := s.violations(); len(v) != 0 {
+		t.Fatalf("violations %q for a grace-0 delete of a pod with a grace period", v)
+	}
+
+	s = newStream(t, 3, "1")
+	s.replace("db-2", "new", true)
+	p := s.c.pods["db-2"].DeepCopy()
+	p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	s.c.OnPod(p)
+	s.c.OnPodDeletedAtOnce(p)
+	if v := s.violations(); len(v) != 2 || !strings.Contains(v[0], "which is the update revision") {
+		t.Fatalf("violations %q, want the current pod's deletion counted", v)
+	}
+}
