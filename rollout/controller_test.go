@@ -489,10 +489,10 @@ func TestStatusCountsAreWrittenAtMostEveryInterval(t *testing.T) {
 
 // TestSyncRemovesNothingOnAStaleStatefulSet: the cache still holds the
 // StatefulSet of the previous rollout (update revision "old") while the API
-// server's has moved on to "newer" and the pods are already there (issue 9's
-// soak saw current pods deleted this way, again and again, under 20% API
-// faults). The live read before any removal catches it: nothing is removed,
-// no status is written, and the key is planned again shortly.
+// server's has moved on to "newer" and the pods are already there (two
+// watches that lag each other: a cut StatefulSet watch, say). The live read
+// before any removal catches it: nothing is removed, no status is written,
+// and the key is planned again shortly.
 func TestSyncRemovesNothingOnAStaleStatefulSet(t *testing.T) {
 	f := newFixture(t)
 	live := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "3"})
