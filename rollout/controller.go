@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -327,7 +328,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 
 	var actErr error
-	for _, r := range c.removeAll(ctx, key, sts, in.Config, plan.Deletions) {
+	for _, r := range c.removeAll(ctx, key, sts, in.Config, plan.Deletions, in.Budgets) {
 		blocked, err := r.blocked, r.err
 		if blocked != "" {
 			// The API server's word is final for this round: say why, and
@@ -422,16 +423,53 @@ type removal struct {
 }
 
 // removeAll carries out the plan's removals, at most removeConcurrency at
-// once, and returns their outcomes in the plan's order.
-func (c *Controller) removeAll(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet, cfg policy.Config, ds []policy.Deletion) []removal {
+// once. Evictions through the same PodDisruptionBudget go one after another:
+// each one updates that budget's status, and the API server answers
+// concurrent ones with a conflict it retries after 500 ms, again and again
+// (EvictionsRetry in its eviction handler), so a batch of 12 sent at once
+// through one budget took seconds and left the batch half empty. One after
+// another they take a round trip each. Once a budget refuses (429), the
+// evictions queued behind it are not sent and report the same refusal.
+func (c *Controller) removeAll(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet, cfg policy.Config,
+	ds []policy.Deletion, budgets map[string][]pdb.Budget) []removal {
 	out := make([]removal, len(ds))
+	var lanes [][]int
+	byBudget := map[string]int{}
+	for i, d := range ds {
+		lane := ""
+		if d.Method == policy.MethodEvict {
+			var names []string
+			for _, b := range budgets[d.Pod.Name] {
+				names = append(names, b.Name)
+			}
+			lane = strings.Join(names, ",")
+		}
+		if lane == "" {
+			lanes = append(lanes, []int{i})
+			continue
+		}
+		if l, ok := byBudget[lane]; ok {
+			lanes[l] = append(lanes[l], i)
+			continue
+		}
+		byBudget[lane] = len(lanes)
+		lanes = append(lanes, []int{i})
+	}
 	sem := make(chan struct{}, removeConcurrency)
 	var wg sync.WaitGroup
-	for i, d := range ds {
+	for _, lane := range lanes {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			out[i].blocked, out[i].err = c.remove(ctx, key, sts, cfg, d)
+			for n, i := range lane {
+				out[i].blocked, out[i].err = c.remove(ctx, key, sts, cfg, ds[i])
+				if out[i].blocked != "" {
+					for _, j := range lane[n+1:] {
+						out[j].blocked = out[i].blocked
+					}
+					return
+				}
+			}
 		})
 	}
 	wg.Wait()

@@ -1,10 +1,12 @@
 package rollout
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	core "k8s.io/client-go/testing"
@@ -43,10 +46,12 @@ type fixture struct {
 	// more reactors, by verb and resource ("*" for any)
 	verbReactors []verbReactor
 	gate         func(f *fixture) DNSGate
-	factory      kinformers.SharedInformerFactory
-	recorder     *record.FakeRecorder
-	clock        *clocktesting.FakeClock
-	c            *Controller
+	// remover, if set, replaces the API server's removals.
+	remover  PodRemover
+	factory  kinformers.SharedInformerFactory
+	recorder *record.FakeRecorder
+	clock    *clocktesting.FakeClock
+	c        *Controller
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -76,7 +81,7 @@ func (f *fixture) run(key cache.ObjectName) error {
 		}
 		factory := kinformers.NewSharedInformerFactory(f.client, 0)
 		f.factory = factory
-		opts := Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New()}
+		opts := Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New(), Remover: f.remover}
 		if f.gate != nil {
 			opts.Gate = f.gate(f)
 		}
@@ -547,4 +552,78 @@ func TestBasisChange(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestSyncEvictsThroughOneBudgetOneAtATime: the API server answers
+// concurrent evictions through one PodDisruptionBudget with conflicts it
+// retries after 500 ms each, so evictions that share a budget go one after
+// another; without a budget they go together. A 429 stops the evictions
+// queued behind it through the same budget.
+func TestSyncEvictsThroughOneBudgetOneAtATime(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		budget       bool
+		refuse       bool
+		wantParallel bool
+		wantSent     int
+	}{
+		{name: "no budget", wantParallel: true, wantSent: 4},
+		{name: "one budget", budget: true, wantSent: 4},
+		{name: "one budget that refuses", budget: true, refuse: true, wantSent: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			sts := newSts("web", 4, map[string]string{policy.AnnotationMaxUnavailable: "4"})
+			f.sts = append(f.sts, sts)
+			for i := range 4 {
+				f.pods = append(f.pods, newPod(sts, i, "old", true))
+			}
+			if tc.budget {
+				b := budgetFor("web", "web")
+				b.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(4))
+				b.Status.DisruptionsAllowed = 4
+				f.pdbs = append(f.pdbs, b)
+			}
+			r := &countingRemover{refuse: tc.refuse}
+			f.remover = r
+			if err := f.run(key(sts)); err != nil {
+				t.Fatal(err)
+			}
+			if r.sent != tc.wantSent {
+				t.Errorf("%d evictions sent, want %d", r.sent, tc.wantSent)
+			}
+			if (r.peak > 1) != tc.wantParallel {
+				t.Errorf("at most %d evictions in flight at once, want parallel=%v", r.peak, tc.wantParallel)
+			}
+			if st := f.status(); tc.refuse && (st == nil || st.Reason != policy.ReasonEvictionBlocked) {
+				t.Errorf("status %+v, want EvictionBlocked", st)
+			}
+		})
+	}
+}
+
+// countingRemover counts evictions and how many were in flight at once; each
+// takes 20 ms, and with refuse each is refused with 429.
+type countingRemover struct {
+	refuse               bool
+	mu                   sync.Mutex
+	inFlight, peak, sent int
+}
+
+func (r *countingRemover) Delete(context.Context, *corev1.Pod) error { return nil }
+
+func (r *countingRemover) Evict(context.Context, *corev1.Pod) error {
+	r.mu.Lock()
+	r.inFlight++
+	r.sent++
+	r.peak = max(r.peak, r.inFlight)
+	r.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	r.mu.Lock()
+	r.inFlight--
+	r.mu.Unlock()
+	if r.refuse {
+		return apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+	}
+	return nil
 }
