@@ -122,8 +122,15 @@ func TestRealNode(t *testing.T) {
 	if _, err := net.InterfaceByName(veth); err == nil {
 		t.Errorf("link %s left behind", veth)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-		t.Errorf("container process %d survives Stop", pid)
+	// A killed process lingers in /proc until it is reaped (a zombie, once
+	// its shim is gone, waits for init): it must be dead, and soon gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			t.Errorf("container process %d survives Stop", pid)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	mounts, _ := cgroupMounts()
 	for _, m := range mounts {
@@ -145,4 +152,18 @@ func waitDefaultSA(ctx context.Context, client kubernetes.Interface, ns string) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// processAlive reports whether pid exists and is neither a zombie nor dead.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X'
 }
