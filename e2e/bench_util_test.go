@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/stsroller/stsroller/metrics"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat; it
@@ -258,48 +260,10 @@ func startAPICounter(cfg *rest.Config) (*apiCounter, error) {
 // classify returns the Kubernetes verb and resource (with subresource) of a
 // request, e.g. "list pods", "create pods/eviction".
 func classify(r *http.Request) (verb, resource string) {
-	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	switch {
-	case len(parts) >= 2 && parts[0] == "api":
-		parts = parts[2:] // api/v1
-	case len(parts) >= 3 && parts[0] == "apis":
-		parts = parts[3:] // apis/group/version
-	default:
-		return strings.ToLower(r.Method), "/" + strings.Join(parts, "/")
-	}
-	if len(parts) >= 2 && parts[0] == "namespaces" && len(parts) != 2 {
-		parts = parts[2:]
-	}
-	named := len(parts) >= 2
-	if len(parts) > 0 {
-		resource = parts[0]
-	}
-	if len(parts) >= 3 {
-		resource += "/" + parts[2]
-	}
-	switch r.Method {
-	case http.MethodGet:
-		switch {
-		case r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1":
-			verb = "watch"
-		case named:
-			verb = "get"
-		default:
-			verb = "list"
-		}
-	case http.MethodPost:
-		verb = "create"
-	case http.MethodPut:
-		verb = "update"
-	case http.MethodPatch:
-		verb = "patch"
-	case http.MethodDelete:
-		verb = "delete"
-		if !named {
-			verb = "deletecollection"
-		}
-	default:
-		verb = strings.ToLower(r.Method)
+	verb, resource = metrics.RequestKind(r.Method, r.URL.Path, r.URL.Query().Get("watch"))
+	if resource == "-" {
+		// Outside the resource API (discovery, /version): by path.
+		return strings.ToLower(r.Method), r.URL.Path
 	}
 	return verb, resource
 }

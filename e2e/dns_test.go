@@ -751,6 +751,7 @@ func TestDNSGateRollout(t *testing.T) {
 	r.waitRolledOut(rev, 5)
 
 	pods, events := r.rec.snapshot()
+	r.checkVouchedOnlyWhenServed()
 	if n := len(r.watch.Deletions()); n != 5 {
 		t.Errorf("%d deletions, want each of the 5 pods once: %v", n, names(r.watch.Deletions()))
 	}
@@ -767,13 +768,6 @@ func TestDNSGateRollout(t *testing.T) {
 				t.Errorf("pod %s (%s) never turned dns-propagated", p.name, p.uid)
 			}
 			continue
-		}
-		if p.atFlip == nil || !p.atFlip.Propagated {
-			msg := "no answer recorded"
-			if p.atFlip != nil {
-				msg = p.atFlip.Message
-			}
-			t.Errorf("pod %s turned dns-propagated for %s while the servers said: %s", p.name, p.ip, msg)
 		}
 		if want := " resolves to " + p.ip + " at every authoritative server"; !strings.Contains(p.propagatedMsg, want) {
 			t.Errorf("pod %s's condition message %q does not vouch for its IP %s", p.name, p.propagatedMsg, p.ip)
