@@ -99,6 +99,14 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
+// deadlinePassed reports whether ctx's deadline is behind us. The
+// connection's deadline is the context's, and its I/O timeout can fire
+// before the context's own timer has set ctx.Err(); the clock says which.
+func deadlinePassed(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
 // checkReply rejects a message that is not an answer to q.
 func checkReply(q, r *dns.Msg) error {
 	if !r.Response {
@@ -137,7 +145,7 @@ func judge(ctx context.Context, server, name string, want []netip.Addr, replies 
 		switch {
 		case errors.Is(r.err, context.Canceled) && ctx.Err() != nil:
 			sa.Reason, sa.Message = ReasonCanceled, fmt.Sprintf("%s question canceled", qt)
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || deadlinePassed(ctx):
 			sa.Reason, sa.Message = ReasonTimeout, fmt.Sprintf("no answer to %s before the probe's deadline", qt)
 		case errors.Is(r.err, context.DeadlineExceeded) || isTimeout(r.err):
 			sa.Reason, sa.Message = ReasonTimeout, fmt.Sprintf("no answer to %s within %s", qt, timeout)
