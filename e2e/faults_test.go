@@ -453,8 +453,12 @@ func onPool(sts *appsv1.StatefulSet, pool string) {
 }
 
 // drain cordons a node and evicts the test namespace's pods on it through
-// the Eviction API, retrying while a budget refuses, as kubectl drain does.
-func (e *faultEnv) drain(node string) (evicted int) {
+// the Eviction API, retrying while a budget refuses, as kubectl drain does,
+// until none is left. afterFirst runs once, right after the first
+// eviction that succeeds: the caller starts the competing rollout there, so
+// the drain is sure to have shared the budget rather than found the node
+// already emptied.
+func (e *faultEnv) drain(node string, afterFirst func()) (evicted int) {
 	e.t.Helper()
 	if _, err := e.client.CoreV1().Nodes().Patch(e.ctx, node, types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
 		e.t.Fatal(err)
@@ -477,6 +481,10 @@ func (e *faultEnv) drain(node string) (evicted int) {
 			})
 			if err == nil {
 				evicted++
+				if afterFirst != nil {
+					afterFirst()
+					afterFirst = nil
+				}
 			}
 		}
 		if left > 0 {
@@ -523,11 +531,12 @@ func TestFaultDrain(t *testing.T) {
 		if on[nodes[1]] > on[nodes[0]] {
 			node = nodes[1]
 		}
-		e.roll("db")
-		evicted := e.drain(node)
+		rolled := false
+		evicted := e.drain(node, func() { e.roll("db"); rolled = true })
 		t.Logf("drained %s: %d pods evicted", node, evicted)
-		if evicted == 0 {
+		if !rolled {
 			t.Errorf("the drain of %s evicted nothing (pods per node: %v)", node, on)
+			e.roll("db")
 		}
 		if _, err := e.client.CoreV1().Nodes().Patch(e.ctx, node, types.MergePatchType, []byte(`{"spec":{"unschedulable":false}}`), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
