@@ -131,14 +131,18 @@ func serviceAccountKubeconfig(t testing.TB, client kubernetes.Interface) string 
 }
 
 // TestRolloutAsDeployServiceAccount runs stsroller with deploy/'s identity and
-// RBAC, leader election on: the rollout completes, so the ClusterRole grants
-// enough. And the identity cannot read Secrets or delete StatefulSets.
+// RBAC, leader election on, through a rollout that makes every kind of
+// request: a broken pod deleted, healthy pods asked to drain (a pod patch;
+// nobody answers, so each is evicted at the 2 s timeout), events, status.
+// The rollout completes, so the ClusterRole grants enough. And the identity
+// cannot read Secrets or delete StatefulSets.
 func TestRolloutAsDeployServiceAccount(t *testing.T) {
 	t.Parallel()
 	if framework.Deployed() {
 		t.Skip("the deployed stsroller already runs as deploy/'s ServiceAccount; the other tests cover it")
 	}
-	r := newRollout(t, rolloutOptions{replicas: 5, annotations: map[string]string{policy.AnnotationMaxUnavailable: "2"},
+	r := newRollout(t, rolloutOptions{replicas: 5, annotations: map[string]string{policy.AnnotationMaxUnavailable: "2",
+		policy.AnnotationDrainTimeoutSeconds: "2"},
 		noControllerYet: true})
 	objs := applyDeployRBAC(t, r.client)
 	leaderElectionRBAC(t, r.client, objs, r.ns)
@@ -155,6 +159,9 @@ func TestRolloutAsDeployServiceAccount(t *testing.T) {
 	r.waitRolledOut(rev, 5)
 	if !strings.Contains(r.controller.Log(), "Became leader") {
 		t.Errorf("the controller never took the lease")
+	}
+	if n := len(r.events(policy.ReasonDrainRequested)); n == 0 {
+		t.Errorf("no %s event: the drain handshake was not exercised", policy.ReasonDrainRequested)
 	}
 
 	// What the identity must not do.

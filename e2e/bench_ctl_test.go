@@ -77,6 +77,9 @@ func startBenchController(t testing.TB, namespace string, extra ...string) *benc
 		args = append(args, "--namespace="+namespace)
 	}
 	args = append(args, extra...)
+	// STSROLLER_BENCH_ARGS: more flags, to compare settings in one run
+	// (for example --kube-api-qps).
+	args = append(args, strings.Fields(os.Getenv("STSROLLER_BENCH_ARGS"))...)
 	logPath := filepath.Join(dir, "stsroller.log")
 	f, err := os.Create(logPath)
 	if err != nil {

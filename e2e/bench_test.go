@@ -205,6 +205,13 @@ type BenchResult struct {
 	Syncs                float64 `json:"syncs,omitempty"`
 	SyncP50Ms            float64 `json:"sync_p50_ms,omitempty"`
 	SyncP99Ms            float64 `json:"sync_p99_ms,omitempty"`
+	// SyncSeconds is the time all syncs took together; QueueWaitMeanMs the
+	// mean time a StatefulSet waited in the work queue for a worker; and
+	// ThrottledSeconds the time requests waited for the client's own rate
+	// limit (--kube-api-qps): where the controller's time went.
+	SyncSeconds      float64 `json:"sync_seconds,omitempty"`
+	QueueWaitMeanMs  float64 `json:"queue_wait_mean_ms,omitempty"`
+	ThrottledSeconds float64 `json:"throttled_seconds,omitempty"`
 	// Reaction is the time from the latest event that freed budget (a new
 	// pod seen Ready, or a PDB seen allowing more disruptions) to the next
 	// deletion seen, both as this test's watch saw them.
@@ -598,6 +605,13 @@ func runBenchMode(t *testing.T, cfg benchConfig, client kubernetes.Interface, s 
 		res.RSSMiB = ctl.rss()
 		n, p50, p99 := syncStats(m0, m1)
 		res.Syncs, res.SyncP50Ms, res.SyncP99Ms = n, nanZero(p50*1000), nanZero(p99*1000)
+		delta := func(k string) float64 { return m1[k] - m0[k] }
+		res.SyncSeconds = delta("stsroller_sync_duration_seconds_sum")
+		res.ThrottledSeconds = delta("stsroller_api_rate_limiter_wait_seconds_sum")
+		const queue = `stsroller_workqueue_queue_duration_seconds_%s{name="stsroller"}`
+		if n := delta(fmt.Sprintf(queue, "count")); n > 0 {
+			res.QueueWaitMeanMs = delta(fmt.Sprintf(queue, "sum")) * 1000 / n
+		}
 		res.Requests, res.ListsAfterSync = ctl.requests()
 	}
 	if replaced > 0 {
@@ -1075,7 +1089,8 @@ func markdownReport(rep *BenchReport) string {
 	var reqs []string
 	for _, r := range rep.Results {
 		if len(r.Requests) > 0 {
-			reqs = append(reqs, fmt.Sprintf("- %s: %s; LISTs after sync: %d", r.Name, sortedCounts(r.Requests), sumCounts(r.ListsAfterSync)))
+			reqs = append(reqs, fmt.Sprintf("- %s: %s; LISTs after sync: %d; syncs took %.1f s in all, waited %.1f ms for a worker on average; requests waited %.1f s for the client rate limit",
+				r.Name, sortedCounts(r.Requests), sumCounts(r.ListsAfterSync), r.SyncSeconds, r.QueueWaitMeanMs, r.ThrottledSeconds))
 		}
 	}
 	if len(reqs) > 0 {

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 )
 
 // newAPIRequests are the counter and histogram of Instrument: requests by
@@ -26,12 +28,40 @@ func newAPIRequests() (*prometheus.CounterVec, *prometheus.HistogramVec) {
 		}, []string{"verb", "resource"})
 }
 
+// newRateLimiterWait is the histogram of Instrument's rate limiter.
+func newRateLimiterWait() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "api_rate_limiter_wait_seconds",
+		Help:    "Time requests to the Kubernetes API server waited for the client's own rate limit (--kube-api-qps, --kube-api-burst) before they were sent.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+}
+
 // Instrument makes every client built from cfg count its requests in
-// m.APIRequests and m.APIRequestDuration. Call it before building clients.
+// m.APIRequests and m.APIRequestDuration, and share one token bucket of
+// cfg.QPS and cfg.Burst whose waits m.APIRateLimiterWait observes (unless cfg
+// has a rate limiter of its own). Call it before building clients.
 func (m *Metrics) Instrument(cfg *rest.Config) {
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return &countingTransport{next: rt, m: m}
 	})
+	if cfg.RateLimiter == nil && cfg.QPS > 0 {
+		burst := max(cfg.Burst, 1)
+		cfg.RateLimiter = &timedLimiter{RateLimiter: flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, burst), wait: m.APIRateLimiterWait}
+	}
+}
+
+// timedLimiter observes how long each request waits for a token.
+type timedLimiter struct {
+	flowcontrol.RateLimiter
+	wait prometheus.Histogram
+}
+
+func (l *timedLimiter) Wait(ctx context.Context) error {
+	start := time.Now()
+	err := l.RateLimiter.Wait(ctx)
+	l.wait.Observe(time.Since(start).Seconds())
+	return err
 }
 
 type countingTransport struct {

@@ -45,6 +45,10 @@ type Metrics struct {
 	// resource and code, and APIRequestDuration times them (see Instrument).
 	APIRequests        *prometheus.CounterVec
 	APIRequestDuration *prometheus.HistogramVec
+	// APIRateLimiterWait observes the time requests waited for the
+	// client-side rate limit (see Instrument): time a burst of work lost to
+	// --kube-api-qps.
+	APIRateLimiterWait prometheus.Histogram
 }
 
 // New creates the metrics on a registry of their own, with the Go and process
@@ -104,9 +108,10 @@ func New() *Metrics {
 		}),
 	}
 	m.APIRequests, m.APIRequestDuration = newAPIRequests()
+	m.APIRateLimiterWait = newRateLimiterWait()
 	r.MustRegister(m.PodsDeleted, m.EvictionsBlocked, m.Rollouts, m.RolloutsBlocked, m.RolloutDuration,
 		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.Leader, m.DrainDuration,
-		m.APIRequests, m.APIRequestDuration,
+		m.APIRequests, m.APIRequestDuration, m.APIRateLimiterWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

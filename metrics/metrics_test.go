@@ -50,6 +50,7 @@ func TestMetricsAreRegistered(t *testing.T) {
 		"stsroller_dns_propagation_seconds",
 		"stsroller_leader",
 		"stsroller_drain_duration_seconds",
+		"stsroller_api_rate_limiter_wait_seconds",
 		"stsroller_workqueue_depth",
 		"stsroller_workqueue_adds_total",
 		"stsroller_workqueue_queue_duration_seconds",
@@ -146,4 +147,44 @@ func TestInstrumentCounts(t *testing.T) {
 	if len(got) != len(want) || got["code=200,resource=pods,verb=list"] != 1 || got["code=404,resource=pods,verb=get"] != 1 {
 		t.Errorf("stsroller_api_requests_total = %v, want %v", got, want)
 	}
+}
+
+// TestInstrumentTimesTheRateLimit: the clients of an instrumented config
+// share one token bucket of its QPS and burst, and every request's wait for
+// it is observed: three requests at 5 QPS with a burst of 1 wait about 0.4 s
+// in all.
+func TestInstrumentTimesTheRateLimit(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"kind":"PodList","apiVersion":"v1","items":[]}`))
+	}))
+	defer srv.Close()
+	m := New()
+	cfg := &rest.Config{Host: srv.URL, QPS: 5, Burst: 1}
+	m.Instrument(cfg)
+	for range 3 {
+		// A client each: the bucket is the config's, not the client's.
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.CoreV1().Pods("ns").List(t.Context(), metav1.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "stsroller_api_rate_limiter_wait_seconds" {
+			continue
+		}
+		h := f.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 3 || h.GetSampleSum() < 0.3 {
+			t.Errorf("rate limiter waits: %d observed, %.3f s in all; want 3, about 0.4 s", h.GetSampleCount(), h.GetSampleSum())
+		}
+		return
+	}
+	t.Error("no stsroller_api_rate_limiter_wait_seconds")
 }
