@@ -89,6 +89,7 @@ func newGateFixture(t *testing.T, pods ...*corev1.Pod) *gateFixture {
 		f.patches = append(f.patches, a.(core.PatchAction).GetName()+" "+string(a.(core.PatchAction).GetPatch()))
 		return true, nil, nil
 	})
+	apiCalls.Watch(f.client)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	f.gate = New(ctx, f.prober, f.client, func(k cache.ObjectName) {

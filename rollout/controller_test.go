@@ -79,6 +79,7 @@ func (f *fixture) run(key cache.ObjectName) error {
 		for _, r := range f.verbReactors {
 			f.client.PrependReactor(r.verb, r.resource, r.fn)
 		}
+		apiCalls.Watch(f.client)
 		factory := kinformers.NewSharedInformerFactory(f.client, 0)
 		f.factory = factory
 		opts := Options{Recorder: f.recorder, Clock: f.clock, Metrics: metrics.New(), Remover: f.remover}
