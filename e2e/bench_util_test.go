@@ -117,6 +117,51 @@ func controllerManagerPID() int {
 	return findPID("kube-controller-manager", "--kubeconfig="+filepath.Join(dir, "kube-controller-manager.kubeconfig"))
 }
 
+// localClusterPIDs finds the local cluster's processes (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler, kwok): those whose
+// command line names the work directory of $KUBECONFIG. None on kind.
+func localClusterPIDs() []int {
+	kc := os.Getenv("KUBECONFIG")
+	if kc == "" {
+		return nil
+	}
+	dir := filepath.Dir(kc) + string(filepath.Separator)
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if len(args) == 0 {
+			continue
+		}
+		switch filepath.Base(args[0]) {
+		case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok":
+			if strings.Contains(string(data), dir) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// sumCPU is the CPU seconds of pids together (those still running).
+func sumCPU(pids []int) float64 {
+	var s float64
+	for _, p := range pids {
+		if c, err := procCPU(p); err == nil {
+			s += c
+		}
+	}
+	return s
+}
+
 // promText is a scrape of a Prometheus text endpoint: every sample by its
 // full series name (name{labels}).
 type promText map[string]float64

@@ -278,6 +278,9 @@ func (r *rollout) checkEachOnceWithin(maxUnavailable int, during string) {
 	if p := r.watch.Peak(); p > maxUnavailable {
 		r.t.Errorf("peak unavailable = %d %s, want at most %d", p, during, maxUnavailable)
 	}
+	if k := r.watch.Immediate(); k > 0 {
+		r.t.Logf("%d pods went with grace period 0 (kwok's late finalization of an old incarnation), not counted as deletions", k)
+	}
 	n := int(*r.sts.Spec.Replicas)
 	if dels := r.watch.Deletions(); len(dels) != n {
 		r.t.Errorf("%d deletions, want each of the %d pods once: %v", len(dels), n, names(dels))

@@ -46,8 +46,8 @@ const (
 	// evictionRetry: a 429 means a budget has no headroom now; the PDB's next
 	// status update requeues us anyway, this is the fallback.
 	evictionRetry = 5 * time.Second
-	// statusCountsInterval spaces writes of the status that change only its
-	// counts and words.
+	// statusCountsInterval spaces writes of the status that change neither
+	// its phase nor its revision and deserve no event.
 	statusCountsInterval = 2 * time.Second
 	// conflictRetry: a pod changed or gone since it was planned.
 	conflictRetry = time.Second
@@ -599,16 +599,18 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 }
 
 // writeStatus patches the status annotation when what it says changed, and
-// records the events the change deserves. A change of counts and words alone
-// (same phase, reason and revision) is written at most every
-// statusCountsInterval: in a large rollout every pod's every step would
-// otherwise be one more write to the API server.
+// records the events the change deserves. A change that deserves no event
+// and keeps the phase and revision (counts, words, or a reason such as
+// DeletingPods turning into WaitingForAvailability and back) is written at
+// most every statusCountsInterval: in a large rollout every pod's every step
+// would otherwise be a write to the API server, and each write of the
+// StatefulSet wakes the built-in StatefulSet controller too.
 func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts *appsv1.StatefulSet, prev, next *policy.Status) error {
 	if prev.SameAs(next) {
 		return nil
 	}
 	now := c.clock.Now()
-	if prev != nil && prev.Phase == next.Phase && prev.Reason == next.Reason && prev.UpdateRevision == next.UpdateRevision {
+	if prev != nil && prev.Phase == next.Phase && prev.UpdateRevision == next.UpdateRevision && len(policy.Events(prev, next)) == 0 {
 		c.mu.Lock()
 		last := c.lastWrite[key]
 		c.mu.Unlock()

@@ -446,8 +446,9 @@ func TestEnqueuePodOwnerChecksUID(t *testing.T) {
 }
 
 // TestStatusCountsAreWrittenAtMostEveryInterval: a status that changes only
-// its counts is written at most every statusCountsInterval; a change of phase
-// or reason is written at once.
+// its counts, or its reason between two that deserve no event, is written at
+// most every statusCountsInterval; a change of phase, or to a reason with an
+// event, is written at once.
 func TestStatusCountsAreWrittenAtMostEveryInterval(t *testing.T) {
 	f := newFixture(t)
 	sts := newSts("web", 3, nil)
@@ -481,6 +482,12 @@ func TestStatusCountsAreWrittenAtMostEveryInterval(t *testing.T) {
 		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 1), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), 0, 2},
 		{status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 3), 0, 2},
 		{status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 2), status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 3), statusCountsInterval, 3},
+		{status(policy.PhaseBlocked, policy.ReasonBlockedByPDB, 3), status(policy.PhaseRolling, policy.ReasonDeletingPods, 3), 0, 4},
+		// DeletingPods and WaitingForAvailability deserve no event: the
+		// sliding window of a large rollout flips between them at every pod.
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 3), status(policy.PhaseRolling, policy.ReasonWaitingForAvailability, 3), time.Second, 4},
+		{status(policy.PhaseRolling, policy.ReasonDeletingPods, 3), status(policy.PhaseRolling, policy.ReasonWaitingForAvailability, 3), statusCountsInterval, 5},
+		{status(policy.PhaseRolling, policy.ReasonWaitingForAvailability, 3), status(policy.PhaseRolling, policy.ReasonWaitingForGroup, 3), 0, 6},
 	}
 	for i, s := range steps {
 		f.clock.Step(s.step)

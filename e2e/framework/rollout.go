@@ -14,6 +14,7 @@ import (
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // HealthGate is the readiness gate the tests own: a pod whose template lists it
@@ -48,6 +49,7 @@ type PodWatcher struct {
 	healthyAfter time.Duration
 	revision     string
 	deletions    []Deletion
+	immediate    int
 	peak         int
 	peakAt       time.Time
 	store        cache.Store
@@ -77,11 +79,27 @@ func WatchPods(ctx context.Context, t testing.TB, client kubernetes.Interface, s
 			w.changed(ctx, old.(*corev1.Pod), cur.(*corev1.Pod))
 		},
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			t, tombstone := obj.(cache.DeletedFinalStateUnknown)
+			if tombstone {
 				obj = t.Obj
 			}
 			if p, ok := obj.(*corev1.Pod); ok && p.DeletionTimestamp == nil {
-				w.recordDeletion(p)
+				if !tombstone && ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 {
+					// Gone without ever terminating, though it has a
+					// grace period: deleted with grace period 0, which
+					// stsroller never does (its deletions and evictions
+					// keep the pod's grace period). kwok does: it
+					// finalizes a terminating pod with a delete by name,
+					// without a UID precondition, and when it acts on an
+					// old incarnation late, the StatefulSet controller's
+					// replacement of that name goes instead. Not one of
+					// stsroller's deletions (see invariants.OnPodDeletedAtOnce).
+					w.mu.Lock()
+					w.immediate++
+					w.mu.Unlock()
+				} else {
+					w.recordDeletion(p)
+				}
 			}
 			w.measure()
 		},
@@ -152,6 +170,14 @@ func (w *PodWatcher) Peak() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.peak
+}
+
+// Immediate counts the pods seen gone with grace period 0, which are not
+// among Deletions.
+func (w *PodWatcher) Immediate() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.immediate
 }
 
 // Deletions are the deletions seen, in order.
