@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/stsroller/stsroller/e2e/invariants"
 )
 
 // HealthGate is the readiness gate the tests own: a pod whose template lists it
@@ -189,7 +191,13 @@ func (w *PodWatcher) Deletions() []Deletion {
 
 func (w *PodWatcher) changed(ctx context.Context, old, cur *corev1.Pod) {
 	if old != nil && old.DeletionTimestamp == nil && cur.DeletionTimestamp != nil {
-		w.recordDeletion(old)
+		if invariants.ForcedDeletion(cur) {
+			w.mu.Lock()
+			w.immediate++
+			w.mu.Unlock()
+		} else {
+			w.recordDeletion(old)
+		}
 	}
 	w.measure()
 	w.heal(ctx, cur)

@@ -328,6 +328,10 @@ func (c *Checker) OnPod(p *corev1.Pod) {
 	c.pods[p.Name] = p
 	c.touchedLocked(old, p)
 	if old != nil && old.DeletionTimestamp == nil && p.DeletionTimestamp != nil {
+		if ForcedDeletion(p) {
+			c.external[p.UID] = true
+			c.immediate++
+		}
 		c.deletedLocked(old)
 	}
 	if p.DeletionTimestamp == nil && ready(p) {
@@ -350,6 +354,19 @@ func (c *Checker) OnPodDeleted(p *corev1.Pod) { c.podGone(p, false) }
 // in the soak under 20% API faults). Such a deletion is checked against the
 // budgets only, as External's.
 func (c *Checker) OnPodDeletedAtOnce(p *corev1.Pod) { c.podGone(p, true) }
+
+// ForcedDeletion says whether a terminating pod was deleted with grace period
+// 0 on purpose: its deletion grace period is 0 though it has one of its own,
+// runs on a node and has not finished (the API server shortens the grace
+// period to 0 only for unscheduled or finished pods). The API server shows
+// such a pod terminating for a moment before it goes, so a watch may see
+// either this or only its DELETED event (OnPodDeletedAtOnce). stsroller never
+// deletes so; kwok does, and by name, so a late one can hit the replacement.
+func ForcedDeletion(p *corev1.Pod) bool {
+	return p.DeletionTimestamp != nil && p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds == 0 &&
+		ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 &&
+		p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+}
 
 func (c *Checker) podGone(p *corev1.Pod, watched bool) {
 	c.mu.Lock()

@@ -264,4 +264,23 @@ func TestImmediateDeleteIsNotOurs(t *testing.T) {
 	if v := s.violations(); len(v) != 2 || !strings.Contains(v[0], "which is the update revision") {
 		t.Fatalf("violations %q, want the current pod's deletion counted", v)
 	}
+
+	// Seen terminating with a deletion grace period of 0, on a node: forced.
+	for _, grace := range []int64{0, 1} {
+		s = newStream(t, 3, "1")
+		s.replace("db-2", "new", true)
+		p = s.c.pods["db-2"].DeepCopy()
+		p.Spec.NodeName = "node-0"
+		s.c.OnPod(p.DeepCopy())
+		p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now()))
+		p.DeletionGracePeriodSeconds = ptr.To(grace)
+		s.c.OnPod(p)
+		v := s.violations()
+		if grace == 0 && len(v) != 0 {
+			t.Errorf("violations %q for a forced delete seen terminating", v)
+		}
+		if grace == 1 && (len(v) != 2 || !strings.Contains(v[0], "which is the update revision")) {
+			t.Errorf("violations %q for a graceful delete of an updated pod, want it counted", v)
+		}
+	}
 }
