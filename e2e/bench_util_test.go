@@ -81,11 +81,12 @@ func procRSS(pid int) (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 }
 
-// findPID returns the pid of the one process whose command line holds every
-// one of parts (NUL-separated arguments joined by spaces), or 0.
-func findPID(parts ...string) int {
+// processes returns the pids of the processes other than this one whose
+// arguments (from /proc/PID/cmdline) match, at most limit of them (0: all).
+func processes(limit int, match func(args []string) bool) []int {
 	ents, _ := os.ReadDir("/proc")
 	self := os.Getpid()
+	var out []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -95,19 +96,32 @@ func findPID(parts ...string) int {
 		if err != nil {
 			continue
 		}
-		cmd := strings.ReplaceAll(string(data), "\x00", " ")
-		all := true
-		for _, p := range parts {
-			if !strings.Contains(cmd, p) {
-				all = false
+		if match(strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")) {
+			out = append(out, pid)
+			if len(out) == limit {
 				break
 			}
 		}
-		if all {
-			return pid
-		}
 	}
-	return 0
+	return out
+}
+
+// findPID returns the pid of the one process whose command line holds every
+// one of parts (NUL-separated arguments joined by spaces), or 0.
+func findPID(parts ...string) int {
+	pids := processes(1, func(args []string) bool {
+		cmd := strings.Join(args, " ")
+		for _, p := range parts {
+			if !strings.Contains(cmd, p) {
+				return false
+			}
+		}
+		return true
+	})
+	if len(pids) == 0 {
+		return 0
+	}
+	return pids[0]
 }
 
 // controllerManagerPID finds the local cluster's kube-controller-manager: its
@@ -126,29 +140,13 @@ func localClusterPIDs() []int {
 		return nil
 	}
 	dir := filepath.Dir(kc) + string(filepath.Separator)
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(data), "\x00")
-		if len(args) == 0 {
-			continue
-		}
+	return processes(0, func(args []string) bool {
 		switch filepath.Base(args[0]) {
 		case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok":
-			if strings.Contains(string(data), dir) {
-				out = append(out, pid)
-			}
+			return strings.Contains(strings.Join(args, " "), dir)
 		}
-	}
-	return out
+		return false
+	})
 }
 
 // sumCPU is the CPU seconds of pids together (those still running).

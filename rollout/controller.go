@@ -610,7 +610,8 @@ func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts 
 		return nil
 	}
 	now := c.clock.Now()
-	if prev != nil && prev.Phase == next.Phase && prev.UpdateRevision == next.UpdateRevision && len(policy.Events(prev, next)) == 0 {
+	events := policy.Events(prev, next)
+	if prev != nil && prev.Phase == next.Phase && prev.UpdateRevision == next.UpdateRevision && len(events) == 0 {
 		c.mu.Lock()
 		last := c.lastWrite[key]
 		c.mu.Unlock()
@@ -639,7 +640,7 @@ func (c *Controller) writeStatus(ctx context.Context, key cache.ObjectName, sts 
 	c.lastWrite[key] = now
 	c.written[key] = w
 	c.mu.Unlock()
-	for _, e := range policy.Events(prev, next) {
+	for _, e := range events {
 		c.recorder.Event(sts, e.Type, e.Reason, e.Message)
 	}
 	klog.FromContext(ctx).V(2).Info("Status changed", "phase", next.Phase, "reason", next.Reason, "message", next.Message)

@@ -14,7 +14,6 @@ import (
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/e2e/invariants"
 )
@@ -86,19 +85,12 @@ func WatchPods(ctx context.Context, t testing.TB, client kubernetes.Interface, s
 				obj = t.Obj
 			}
 			if p, ok := obj.(*corev1.Pod); ok && p.DeletionTimestamp == nil {
-				if !tombstone && ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 {
-					// Gone without ever terminating, though it has a
-					// grace period: deleted with grace period 0, which
-					// stsroller never does (its deletions and evictions
-					// keep the pod's grace period). kwok does: it
-					// finalizes a terminating pod with a delete by name,
-					// without a UID precondition, and when it acts on an
-					// old incarnation late, the StatefulSet controller's
-					// replacement of that name goes instead. Not one of
-					// stsroller's deletions (see invariants.OnPodDeletedAtOnce).
-					w.mu.Lock()
-					w.immediate++
-					w.mu.Unlock()
+				// A grace-0 deletion, which stsroller never makes (kwok
+				// does: see invariants.OnPodDeletedAtOnce), is not one
+				// of its deletions; a re-list's tombstone may hide the
+				// deletion timestamp and counts as one.
+				if !tombstone && invariants.DeletedAtOnce(p) {
+					w.countImmediate()
 				} else {
 					w.recordDeletion(p)
 				}
@@ -182,6 +174,12 @@ func (w *PodWatcher) Immediate() int {
 	return w.immediate
 }
 
+func (w *PodWatcher) countImmediate() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.immediate++
+}
+
 // Deletions are the deletions seen, in order.
 func (w *PodWatcher) Deletions() []Deletion {
 	w.mu.Lock()
@@ -192,9 +190,7 @@ func (w *PodWatcher) Deletions() []Deletion {
 func (w *PodWatcher) changed(ctx context.Context, old, cur *corev1.Pod) {
 	if old != nil && old.DeletionTimestamp == nil && cur.DeletionTimestamp != nil {
 		if invariants.ForcedDeletion(cur) {
-			w.mu.Lock()
-			w.immediate++
-			w.mu.Unlock()
+			w.countImmediate()
 		} else {
 			w.recordDeletion(old)
 		}

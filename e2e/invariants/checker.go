@@ -368,6 +368,14 @@ func ForcedDeletion(p *corev1.Pod) bool {
 		p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
 }
 
+// DeletedAtOnce says whether a pod that a watch's DELETED event reports gone,
+// never having shown a deletion timestamp, was deleted with grace period 0:
+// it has a grace period of its own (see OnPodDeletedAtOnce).
+func DeletedAtOnce(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil &&
+		ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0
+}
+
 func (c *Checker) podGone(p *corev1.Pod, watched bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -377,7 +385,7 @@ func (c *Checker) podGone(p *corev1.Pod, watched bool) {
 	}
 	delete(c.pods, p.Name)
 	if old.DeletionTimestamp == nil {
-		if watched && ptr.Deref(old.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 {
+		if watched && DeletedAtOnce(old) {
 			c.external[old.UID] = true
 			c.immediate++
 		}
