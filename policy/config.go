@@ -15,6 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// AnnotationPrefix begins every annotation stsroller reads or writes.
+const AnnotationPrefix = "stsroller.io/"
+
 // The annotations a user sets on a StatefulSet.
 const (
 	AnnotationEnabled                 = "stsroller.io/enabled"
@@ -105,12 +108,14 @@ const (
 	acceptedDrainTimeout      = `an integer number of seconds >= 1`
 )
 
-// Enabled reports whether the StatefulSet opted in with stsroller.io/enabled.
-// Any value other than "true" (after trimming spaces, case-insensitive) leaves
-// it alone; ParseConfig reports values that are neither true nor false.
+// Enabled reports whether the StatefulSet is managed: it carries
+// stsroller.io/enabled with any value but "false" (after trimming spaces,
+// case-insensitive). A value that is neither "true" nor "false" (say "yes")
+// is managed so that it can be reported: ParseConfig refuses it, and the
+// StatefulSet says InvalidConfig instead of being silently ignored.
 func Enabled(sts *appsv1.StatefulSet) bool {
 	v, ok := sts.Annotations[AnnotationEnabled]
-	return ok && strings.EqualFold(strings.TrimSpace(v), "true")
+	return ok && !strings.EqualFold(strings.TrimSpace(v), "false")
 }
 
 // IsOnDelete reports whether the built-in controller leaves pod deletion to us.

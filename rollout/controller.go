@@ -381,7 +381,11 @@ func (c *Controller) staleBasis(ctx context.Context, sts *appsv1.StatefulSet) (s
 }
 
 // basisChange names the first difference between two copies of a
-// StatefulSet that could change a plan, or returns "".
+// StatefulSet that could change a plan, or returns "". Of the annotations
+// only stsroller's own count (its configuration; the status it writes aside):
+// others are not read by the planner, and some never reach the cache at all
+// (informers.Trim drops kubectl's last-applied-configuration), so comparing
+// them would call every kubectl-applied StatefulSet stale forever.
 func basisChange(cached, live *appsv1.StatefulSet) string {
 	switch {
 	case live.UID != cached.UID:
@@ -396,16 +400,22 @@ func basisChange(cached, live *appsv1.StatefulSet) string {
 		return "deletionTimestamp"
 	}
 	for k, v := range live.Annotations {
-		if k != policy.AnnotationStatus && cached.Annotations[k] != v {
+		if configAnnotation(k) && cached.Annotations[k] != v {
 			return "annotation " + k
 		}
 	}
 	for k := range cached.Annotations {
-		if _, ok := live.Annotations[k]; !ok && k != policy.AnnotationStatus {
+		if _, ok := live.Annotations[k]; !ok && configAnnotation(k) {
 			return "annotation " + k
 		}
 	}
 	return ""
+}
+
+// configAnnotation reports whether a StatefulSet annotation is part of
+// stsroller's configuration: under stsroller.io/, its own status aside.
+func configAnnotation(k string) bool {
+	return strings.HasPrefix(k, policy.AnnotationPrefix) && k != policy.AnnotationStatus
 }
 
 // removeConcurrency bounds the removals of one plan in flight at once. A

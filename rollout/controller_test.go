@@ -551,6 +551,10 @@ func TestBasisChange(t *testing.T) {
 		{"new update revision", func(s *appsv1.StatefulSet) { s.Status.UpdateRevision = "newer" }, "updateRevision"},
 		{"being deleted", func(s *appsv1.StatefulSet) { s.DeletionTimestamp = &metav1.Time{Time: now} }, "deletionTimestamp"},
 		{"paused", func(s *appsv1.StatefulSet) { s.Annotations[policy.AnnotationPaused] = "true" }, "annotation " + policy.AnnotationPaused},
+		{"kubectl's last-applied-configuration, which the cache never holds", func(s *appsv1.StatefulSet) {
+			s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = `{"kind":"StatefulSet"}`
+			s.Annotations["team"] = "db"
+		}, ""},
 		{"max-unavailable removed", func(s *appsv1.StatefulSet) { delete(s.Annotations, policy.AnnotationMaxUnavailable) },
 			"annotation " + policy.AnnotationMaxUnavailable},
 	} {
