@@ -241,8 +241,11 @@ func TestEnabled(t *testing.T) {
 		{map[string]string{AnnotationEnabled: "TRUE"}, true},
 		{map[string]string{AnnotationEnabled: " true "}, true},
 		{map[string]string{AnnotationEnabled: "false"}, false},
-		{map[string]string{AnnotationEnabled: "yes"}, false},
-		{map[string]string{AnnotationEnabled: ""}, false},
+		{map[string]string{AnnotationEnabled: " False "}, false},
+		// Neither true nor false: managed, so that ParseConfig's
+		// InvalidConfig reaches the user instead of silence.
+		{map[string]string{AnnotationEnabled: "yes"}, true},
+		{map[string]string{AnnotationEnabled: ""}, true},
 	}
 	for _, tc := range tests {
 		if got := Enabled(annotatedSet(1, tc.annotations)); got != tc.want {
