@@ -64,7 +64,11 @@ func TestFaultDNS(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.waitRolledOut(rev, 4)
-		if err := c.Complete("db"); err == nil {
+		// The checker's watch may lag the test's; the soak fails on a test
+		// with 0 completed rollouts.
+		if err := framework.Eventually(r.ctx, 10*time.Second, 100*time.Millisecond, func(context.Context) error {
+			return c.Complete("db")
+		}); err == nil {
 			c.CountCompleted()
 		}
 	})
