@@ -22,6 +22,11 @@ type candidate struct {
 	pod       *corev1.Pod
 	available bool
 	leader    bool
+	// drain is the pod's request of this rollout (draining pods only).
+	drain Drain
+	// staleDrain: the pod carries a drain request that does not count (of
+	// another revision, or the handshake is off).
+	staleDrain bool
 }
 
 func (c *candidate) name() string { return c.pod.Name }
@@ -46,9 +51,15 @@ type census struct {
 	// Outdated live pods by kind, highest ordinal first: not Ready, Ready
 	// leaders, Ready others.
 	unhealthy, leaders, healthy []candidate
-	// draining: Ready outdated pods asked to drain (the handshake on),
-	// highest ordinal first.
+	// draining: Ready outdated pods asked to drain for this rollout (the
+	// handshake on, the request naming the update revision), leaders
+	// included, highest ordinal first.
 	draining []candidate
+	// others counts live outdated pods that are not leaders, of every kind.
+	others int32
+	// leftover: live pods at the update revision that carry a drain
+	// request (a revert made them current): it counts no more.
+	leftover []*corev1.Pod
 
 	// waitingDNS: pods with an IP whose name has not propagated; the first
 	// maxListed (highest ordinal first) with why.
@@ -187,24 +198,59 @@ func take(in Input) census {
 			if available {
 				c.updatedAvailable++
 			}
+			if HasDrainRequest(p) {
+				c.leftover = append(c.leftover, p)
+			}
 		case !labelled || r == "":
 			c.unlabelled = append(c.unlabelled, p.Name)
 		default:
 			c.outdated++
 			v := candidate{ordinal: s.ordinal, pod: p, available: available, leader: leader.Matches(labels.Set(p.Labels))}
+			if !v.leader {
+				c.others++
+			}
+			dr := PodDrain(p)
 			switch {
 			case !ready:
 				c.unhealthy = append(c.unhealthy, v)
-			case in.Config.DrainTimeout > 0 && PodDrain(p).Requested:
+			case in.Config.DrainTimeout > 0 && dr.For(rev):
+				v.drain = dr
 				c.draining = append(c.draining, v)
-			case v.leader:
-				c.leaders = append(c.leaders, v)
 			default:
-				c.healthy = append(c.healthy, v)
+				v.staleDrain = HasDrainRequest(p)
+				if v.leader {
+					c.leaders = append(c.leaders, v)
+				} else {
+					c.healthy = append(c.healthy, v)
+				}
 			}
 		}
 	}
 	return c
+}
+
+// withdrawAll withdraws every drain request on the StatefulSet's live pods
+// but the unhealthy ones (they are deleted without a handshake, and their
+// replacements carry nothing).
+func (c *census) withdrawAll(why string) []Withdrawal {
+	var out []Withdrawal
+	add := func(p *corev1.Pod) {
+		out = append(out, Withdrawal{Pod: p, Message: "drain request withdrawn: " + why})
+	}
+	for _, p := range c.leftover {
+		add(p)
+	}
+	for _, v := range c.draining {
+		add(v.pod)
+	}
+	for _, vs := range [][]candidate{c.leaders, c.healthy} {
+		for _, v := range vs {
+			if v.staleDrain {
+				add(v.pod)
+			}
+		}
+	}
+	return out
 }
 
 // slot is a pod at its ordinal.

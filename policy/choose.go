@@ -32,16 +32,30 @@ type choice struct {
 	pdbBlockedCount int
 	// unavailable and inFlight after the plan.
 	unavailable, inFlight int32
-	// waitDrain names the pods asked to drain and not evicted now, with the
-	// request's time.
-	waitDrain map[string]string
+	// waitDrain names the pods that keep a drain request made before and
+	// are not evicted now, with the request's time; drainNotes says where
+	// each stands.
+	waitDrain, drainNotes map[string]string
+	// drainsKept counts the pods that keep their drain request.
+	drainsKept int
+	// withdrawals are the drain requests to remove.
+	withdrawals []Withdrawal
+	// leaderGone: a leader is removed in this plan; no other may follow.
+	leaderGone bool
 }
 
+// leaderTurn says how far the rollout is from its leaders: next, no other
+// outdated pod is left (every other pod is, or is becoming, updated); now,
+// besides, every replacement is there and available, so a leader goes alone
+// and hands over to an updated pod.
+type leaderTurn struct{ next, now bool }
+
 // choose picks the pods to remove now: unhealthy outdated pods first, while
-// at most max-unavailable replacements are in flight; then healthy ones,
-// while fewer than max-unavailable pods are unavailable and every budget over
-// the pod has headroom; leaders only when no other outdated pod is left.
-// Highest ordinal first within each kind.
+// at most max-unavailable replacements are in flight; then the pods asked to
+// drain that answered; then healthy ones, while fewer than max-unavailable
+// pods are unavailable and every budget over the pod has headroom; a leader
+// only when no other outdated pod is left and every replacement is
+// available, and then alone. Highest ordinal first within each kind.
 func choose(in Input, c *census) choice {
 	maxU := in.Config.MaxUnavailable
 	ch := choice{unavailable: c.unavailable(), inFlight: c.inFlight()}
@@ -52,31 +66,30 @@ func choose(in Input, c *census) choice {
 		if room <= 0 || ch.inFlight >= maxU {
 			break
 		}
-		ch.add(v, MethodDelete, fmt.Sprintf(
+		ch.add(v, MethodDelete, RemovalUnhealthy, fmt.Sprintf(
 			"%s is outdated and not ready (%s): replaced first, it costs no availability", v.name(), unhealthyWhy(v.pod)))
 		room--
 		ch.inFlight++
 		ch.unhealthyDeleted++
 	}
 
-	// Leaders wait until no other outdated pod is left; an unhealthy leader
-	// is unhealthy first.
-	// Pods asked to drain are outdated pods they wait for too.
-	evictable := c.healthy
-	if len(c.healthy) == 0 && len(c.draining) == 0 && !slices.ContainsFunc(c.unhealthy, func(v candidate) bool { return !v.leader }) {
-		evictable = c.leaders
-	}
-	if len(evictable) == 0 && len(c.draining) == 0 {
-		return ch
-	}
-	if ch.guard = evictionGuard(in, c); ch.guard != nil {
-		return ch
+	// Leaders wait until no other outdated pod is left and every
+	// replacement is available; an unhealthy leader is unhealthy first.
+	var turn leaderTurn
+	turn.next = c.others == 0 && len(c.unlabelled) == 0
+	turn.now = turn.next && ch.inFlight == 0
+	if len(c.healthy) > 0 || len(c.draining) > 0 || (turn.now && len(c.leaders) > 0) {
+		ch.guard = evictionGuard(in, c)
 	}
 	used := map[string]int32{}
-	room = ch.drained(in, c, room, used)
+	room = ch.drained(in, c, room, used, turn)
+	evictable := c.healthy
+	if turn.now && ch.drainsKept == 0 && len(c.leaders) > 0 {
+		evictable = c.leaders[:1]
+	}
 	for i := range evictable {
 		v := &evictable[i]
-		if room <= 0 || ch.unavailable >= maxU {
+		if ch.guard != nil || room <= 0 || ch.unavailable >= maxU {
 			break
 		}
 		budgets := in.Budgets[v.name()]
@@ -86,12 +99,15 @@ func choose(in Input, c *census) choice {
 		for _, b := range budgets {
 			used[b.Name]++
 		}
+		why := RemovalOutdated
 		msg := fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
 			v.name(), v.ordinal, maxU, c.replicas)
 		if v.leader {
-			msg = fmt.Sprintf("%s is the leader and the last outdated pod: replaced once, last", v.name())
+			why = RemovalLeader
+			msg = fmt.Sprintf("%s is the leader and the last outdated pod, every other pod updated and available: replaced once, last and alone", v.name())
 		}
-		ch.evictOrAsk(in, v, msg)
+		ch.evictOrAsk(in, v, why, msg)
+		v.staleDrain = false // a new request, or the pod goes
 		room--
 		// A pod that is Ready but not yet available (minReadySeconds, DNS)
 		// is unavailable already: evicting it costs nothing more.
@@ -99,11 +115,23 @@ func choose(in Input, c *census) choice {
 			ch.unavailable++
 		}
 	}
+	// Requests left from another revision, or with the handshake off, on
+	// pods not removed now; and requests on pods that are current again.
+	for _, vs := range [][]candidate{c.healthy, c.leaders} {
+		for i := range vs {
+			if vs[i].staleDrain {
+				ch.withdraw(vs[i].pod, "it was made for another revision than "+in.StatefulSet.Status.UpdateRevision+", or the handshake is off")
+			}
+		}
+	}
+	for _, p := range c.leftover {
+		ch.withdraw(p, p.Name+" is at the update revision")
+	}
 	return ch
 }
 
-func (ch *choice) add(v *candidate, m Method, msg string) {
-	ch.deletions = append(ch.deletions, Deletion{Pod: v.pod, Method: m, Message: msg})
+func (ch *choice) add(v *candidate, m Method, why Removal, msg string) {
+	ch.deletions = append(ch.deletions, Deletion{Pod: v.pod, Method: m, Why: why, Message: msg})
 	ch.names = append(ch.names, v.name())
 }
 

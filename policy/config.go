@@ -43,10 +43,16 @@ const (
 // The annotations of the drain handshake, on pods.
 const (
 	// AnnotationDrainRequested is set by stsroller on a pod it wants to evict,
-	// to the time of the request (RFC 3339).
+	// to the time of the request (RFC 3339, with sub-second precision).
 	AnnotationDrainRequested = "stsroller.io/drain-requested"
+	// AnnotationDrainRevision is set by stsroller with the request: the
+	// update revision it was made for. A request counts only for that
+	// revision.
+	AnnotationDrainRevision = "stsroller.io/drain-revision"
 	// AnnotationDrainComplete is set, to any value, by the pod's sidecar or
-	// application once it has drained: the pod may go.
+	// application once it has drained: the pod may go. stsroller clears it
+	// in the patch that makes a request, so only an answer given after the
+	// request counts.
 	AnnotationDrainComplete = "stsroller.io/drain-complete"
 )
 

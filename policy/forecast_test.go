@@ -67,10 +67,11 @@ func TestForecast(t *testing.T) {
 				return in
 			}()},
 			want: []fcStep{
-				// a-3 goes as soon as a-0's deletion is seen: one batch.
-				{"a", 0, []string{"a-1", "a-2"}}, {"a", 10 * s, []string{"a-0", "a-3"}},
+				// The leader a-3 goes alone, once a-0's replacement is
+				// Ready (issue 15, bug 2).
+				{"a", 0, []string{"a-1", "a-2"}}, {"a", 10 * s, []string{"a-0"}}, {"a", 20 * s, []string{"a-3"}},
 			},
-			total: 20 * s, complete: true,
+			total: 30 * s, complete: true,
 		},
 		{
 			name:    "partition keeps the lowest ordinals",

@@ -21,12 +21,13 @@ type GroupMember struct {
 	// OnDelete); empty when it does not.
 	Hold string
 	// Unavailable counts the member's pods that are not available, missing
-	// and terminating ones included.
+	// and terminating ones included, and the pods asked to drain.
 	Unavailable int32
 	// InFlight: replacements are on their way: a pod is missing or
 	// terminating, a pod at the update revision is not yet available, or a
-	// deletion of ours has not been observed yet. Every deletion of ours
-	// keeps its member InFlight until the replacement is available.
+	// deletion of ours has not been observed yet, or a pod keeps a drain
+	// request. Every deletion of ours keeps its member InFlight until the
+	// replacement is available.
 	InFlight bool
 	// Rolling: alone, the member would be rolling out (phase Rolling,
 	// Blocked or Stalled).
@@ -40,9 +41,11 @@ type GroupMember struct {
 func MemberOf(in Input, alone Plan) GroupMember {
 	st := alone.Status
 	m := GroupMember{
-		Name:        in.StatefulSet.Name,
-		Order:       in.Config.RolloutGroupOrder,
-		Unavailable: max(st.Replicas-st.Available, 0),
+		Name:  in.StatefulSet.Name,
+		Order: in.Config.RolloutGroupOrder,
+		// A pod asked to drain is leaving: it counts as unavailable, and
+		// its eviction is a replacement on its way.
+		Unavailable: max(st.Replicas-st.Available, 0) + alone.Draining,
 		Rolling:     st.Phase.Rolling(),
 	}
 	m.Begun = m.Rolling && st.Updated > 0
@@ -53,7 +56,7 @@ func MemberOf(in Input, alone Plan) GroupMember {
 		m.Hold = fmt.Sprintf("it is invalid (%s: %s)", st.Reason, st.Message)
 	}
 	m.InFlight = in.AwaitingDeletions > 0 || st.Updated > st.UpdatedAvailable ||
-		presentPods(in) < st.Replicas
+		presentPods(in) < st.Replicas || alone.Draining > 0
 	return m
 }
 

@@ -63,18 +63,50 @@ type Input struct {
 	Now      time.Time
 }
 
+// Removal is why a pod is removed: the shell records its events by it, and
+// never works it out again from the pod.
+type Removal string
+
+const (
+	// RemovalUnhealthy: an outdated pod that is not Ready, deleted.
+	RemovalUnhealthy Removal = "Unhealthy"
+	// RemovalOutdated: a healthy outdated pod, evicted.
+	RemovalOutdated Removal = "Outdated"
+	// RemovalLeader: the leader, last and alone, evicted.
+	RemovalLeader Removal = "Leader"
+	// RemovalDrainRequest: a healthy outdated pod asked to drain.
+	RemovalDrainRequest Removal = "DrainRequest"
+	// RemovalDrained: a pod that answered its drain request, evicted.
+	RemovalDrained Removal = "Drained"
+	// RemovalDrainTimedOut: a pod that did not answer in time, evicted.
+	RemovalDrainTimedOut Removal = "DrainTimedOut"
+)
+
 // Deletion is one pod to remove, how, and why it was chosen.
 type Deletion struct {
 	Pod    *corev1.Pod
 	Method Method
+	Why    Removal
 	// Message says why this pod, in this order, for the event.
+	Message string
+}
+
+// Withdrawal is a drain request of stsroller's to remove from a pod: it no
+// longer belongs to the rollout under way.
+type Withdrawal struct {
+	Pod     *corev1.Pod
 	Message string
 }
 
 // Plan is what the planner decided.
 type Plan struct {
 	Deletions []Deletion
-	Status    Status
+	// Withdrawals are the drain requests to remove.
+	Withdrawals []Withdrawal
+	// Draining counts the pods that keep a drain request of this rollout:
+	// they are leaving, though still Ready.
+	Draining int32
+	Status   Status
 	// RequeueAfter is when the plan should be made again even if nothing changes
 	// (a pod reaching minReadySeconds, the progress deadline); 0 for never.
 	RequeueAfter time.Duration
@@ -97,16 +129,23 @@ func Compute(in Input) Plan {
 	if c.waitingDNS > 0 {
 		st.WaitingForDNS = c.waitingDNSWhy
 	}
+	var withdrawals []Withdrawal
 	say := func(phase Phase, reason, msg string, deletions []Deletion) Plan {
 		st.Phase, st.Reason, st.Message = phase, reason, msg
-		plan := finish(in, Plan{Deletions: deletions, Status: st, RequeueAfter: c.requeue})
+		plan := finish(in, Plan{Deletions: deletions, Withdrawals: withdrawals, Status: st, RequeueAfter: c.requeue})
 		plan.Status.bound()
 		return plan
 	}
 	if phase, reason, msg := stop(in, &c); reason != "" {
+		if reason == ReasonPaused {
+			// A paused rollout stands by none of its drain requests: the
+			// pods may take their load back.
+			withdrawals = c.withdrawAll("the rollout is paused")
+		}
 		return say(phase, reason, msg, nil)
 	}
 	if !inProgress(in, &c) {
+		withdrawals = c.withdrawAll("no rollout is under way")
 		return say(settled(in, &c))
 	}
 	if in.AwaitingDeletions > 0 {
@@ -114,9 +153,12 @@ func Compute(in Input) Plan {
 			"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions), nil)
 	}
 	ch := choose(in, &c)
-	st.WaitingForDrain = ch.waitDrain
+	withdrawals = ch.withdrawals
+	st.WaitingForDrain, st.WaitingForDrainCount = boundedDrains(ch.waitDrain)
 	phase, reason, msg := rolling(in, &c, &ch)
-	return say(phase, reason, msg, ch.deletions)
+	plan := say(phase, reason, msg, ch.deletions)
+	plan.Draining = int32(ch.drainsKept)
+	return plan
 }
 
 // inProgress is the one predicate of a rollout under way: outdated pods
@@ -219,8 +261,8 @@ func rolling(in Input, c *census, ch *choice) (Phase, string, string) {
 	case ch.guard != nil && len(ch.deletions) > 0:
 		return ch.guard.phase, ch.guard.reason, fmt.Sprintf("%s; meanwhile removing unhealthy %s; %s%s",
 			ch.guard.message, listSome(ch.names, len(ch.names), ", "), progress, also)
-	case len(ch.waitDrain) > 0 && onlyDrainRequests(ch.deletions):
-		return PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(ch.waitDrain, in.Config) + also
+	case (len(ch.waitDrain) > 0 || len(ch.deletions) > 0) && onlyDrainRequests(ch.deletions):
+		return PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(ch, in.Config) + also
 	case len(ch.deletions) > 0:
 		return PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %s%s",
 			listSome(ch.names, len(ch.names), ", "), progress, also)
@@ -276,6 +318,9 @@ func finish(in Input, plan Plan) Plan {
 	if deadline <= 0 {
 		deadline = DefaultProgressDeadline
 	}
+	// A pod may take the whole drain timeout to answer before its
+	// replacement can even start: that is no stall.
+	deadline += in.Config.DrainTimeout
 	left := progress.Add(deadline).Sub(in.Now)
 	if left <= 0 {
 		if prev != nil && prev.Phase == PhaseStalled {

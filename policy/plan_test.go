@@ -410,9 +410,33 @@ func TestCompute(t *testing.T) {
 			want:       []deletion{del("web-0")},
 		},
 		{
-			name:       "leader waits for a terminating-free rollout of the others",
+			// Issue 15, bug 2: the leader goes alone, after every other
+			// pod's replacement, even with room for more.
+			name:       "leader waits while another pod's replacement is on its way, max-unavailable 3",
 			sts:        newSet(3, ann(AnnotationMaxUnavailable, "3")),
 			pods:       []*corev1.Pod{newPod(0, oldRev, terminating), newPod(1, newRev), newPod(2, oldRev, leader)},
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+		},
+		{
+			name:       "leader waits while an updated pod is not yet available",
+			sts:        newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods:       []*corev1.Pod{newPod(0, newRev, notReady), newPod(1, newRev), newPod(2, oldRev, leader)},
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+		},
+		{
+			name:       "leader goes alone once every other pod is updated and available",
+			sts:        newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods:       []*corev1.Pod{newPod(0, newRev), newPod(1, newRev), newPod(2, oldRev, leader)},
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonDeletingPods,
+			want:       []deletion{evict("web-2")},
+		},
+		{
+			name:       "two leaders: one at a time",
+			sts:        newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods:       []*corev1.Pod{newPod(0, newRev), newPod(1, oldRev, leader), newPod(2, oldRev, leader)},
 			wantPhase:  PhaseRolling,
 			wantReason: ReasonDeletingPods,
 			want:       []deletion{evict("web-2")},

@@ -138,7 +138,11 @@ type simPod struct {
 	// asked); drainAnswerIn the steps until its sidecar answers (< 0: never).
 	drainRequested time.Time
 	drainAnswerIn  int
-	drainComplete  bool
+	// drainRev is the revision the request was made for; answeredAt when
+	// drainComplete was set (a sidecar may answer before any request).
+	drainRev      string
+	answeredAt    time.Time
+	drainComplete bool
 }
 
 type sim struct {
@@ -274,10 +278,14 @@ func (s *sim) input() Input {
 			pod.DeletionTimestamp = ptr.To(metav1.NewTime(s.now))
 		}
 		if !p.drainRequested.IsZero() {
-			pod.Annotations = map[string]string{AnnotationDrainRequested: p.drainRequested.Format(time.RFC3339)}
-			if p.drainComplete {
-				pod.Annotations[AnnotationDrainComplete] = "true"
+			pod.Annotations = map[string]string{AnnotationDrainRequested: p.drainRequested.Format(time.RFC3339Nano),
+				AnnotationDrainRevision: p.drainRev}
+		}
+		if p.drainComplete {
+			if pod.Annotations == nil {
+				pod.Annotations = map[string]string{}
 			}
+			pod.Annotations[AnnotationDrainComplete] = "true"
 		}
 		in.Pods = append(in.Pods, pod)
 	}
@@ -431,6 +439,7 @@ func (s *sim) check(in Input, plan Plan) {
 	// count as unavailable); drainingHeld: those the budget is held for.
 	drainingAvailable, drainingHeld := 0, 0
 	var unhealthyOutdated, nonLeaderOutdated []string
+	var draining []*simPod
 	updated, avail, updatedAvail := int32(0), int32(0), int32(0)
 	waitingDNS := map[string]string{}
 	for _, p := range s.pods {
@@ -452,11 +461,8 @@ func (s *sim) check(in Input, plan Plan) {
 		if !up && !p.leader {
 			nonLeaderOutdated = append(nonLeaderOutdated, p.name)
 		}
-		if s.cfg.drainTimeout > 0 && !up && p.ready && !p.drainRequested.IsZero() {
-			drainingHeld++
-			if a {
-				drainingAvailable++
-			}
+		if s.cfg.drainTimeout > 0 && !up && p.ready && !p.drainRequested.IsZero() && p.drainRev == s.updateRev {
+			draining = append(draining, p)
 		}
 		if up {
 			updated++
@@ -469,6 +475,18 @@ func (s *sim) check(in Input, plan Plan) {
 		}
 		if s.cfg.dns && (!p.propagated || p.name == s.unreachable) {
 			waitingDNS[p.name] = in.DNS[p.name].Message
+		}
+	}
+
+	// Requests of this rollout count, but a leader's while other outdated
+	// pods are left: that one is withdrawn.
+	for _, p := range draining {
+		if p.leader && len(nonLeaderOutdated) > 0 {
+			continue
+		}
+		drainingHeld++
+		if s.available(p) {
+			drainingAvailable++
 		}
 	}
 
@@ -534,24 +552,30 @@ func (s *sim) check(in Input, plan Plan) {
 			if !p.ready {
 				fail("%s is not Ready but evicted", p.name)
 			}
+			// (d) The leader goes last and alone: only when no other
+			// outdated pod is left and every replacement is available,
+			// or when it is unhealthy (then it is deleted, not evicted).
+			if p.leader && len(nonLeaderOutdated) > 0 {
+				fail("leader %s evicted while other outdated pods remain: %v", p.name, nonLeaderOutdated)
+			}
+			if p.leader && (inFlight > 0 || len(plan.Deletions) > 1) {
+				fail("leader %s evicted with %d replacements in flight, in a plan of %d removals", p.name, inFlight, len(plan.Deletions))
+			}
 			if s.cfg.drainTimeout > 0 {
-				// No eviction before the drain completes or times out.
+				// No eviction before an answer to this rollout's request,
+				// given after it, or the timeout.
 				timeout := time.Duration(s.cfg.drainTimeout) * time.Second
 				switch {
 				case p.drainRequested.IsZero():
 					fail("%s evicted without a drain request", p.name)
-				case !p.drainComplete && s.now.Sub(p.drainRequested) < timeout:
-					fail("%s evicted %s after its drain request, unanswered, before the timeout %s",
+				case p.drainRev != s.updateRev:
+					fail("%s evicted on a drain request made for revision %s, the update revision is %s", p.name, p.drainRev, s.updateRev)
+				case (!p.drainComplete || p.answeredAt.Before(p.drainRequested)) && s.now.Sub(p.drainRequested) < timeout:
+					fail("%s evicted %s after its drain request, unanswered since, before the timeout %s",
 						p.name, s.now.Sub(p.drainRequested), timeout)
 				}
 				drained++
 				continue
-			}
-			// (d) The leader goes last: only when no other outdated pod
-			// is left, or when it is unhealthy (then it is deleted, not
-			// evicted).
-			if p.leader && len(nonLeaderOutdated) > 0 {
-				fail("leader %s evicted while other outdated pods remain: %v", p.name, nonLeaderOutdated)
 			}
 			evicted++
 			if s.available(p) {
@@ -563,12 +587,16 @@ func (s *sim) check(in Input, plan Plan) {
 				fail("%s asked to drain without the handshake", p.name)
 			case !p.ready:
 				fail("%s is not Ready but asked to drain", p.name)
-			case !p.drainRequested.IsZero():
+			case !p.drainRequested.IsZero() && p.drainRev == s.updateRev:
 				fail("%s asked to drain a second time", p.name)
 			}
-			// (d) The leader is asked last.
+			// (d) The leader is asked last, and alone.
 			if p.leader && len(nonLeaderOutdated) > 0 {
 				fail("leader %s asked to drain while other outdated pods remain: %v", p.name, nonLeaderOutdated)
+			}
+			if p.leader && (inFlight > 0 || drainingHeld > 0 || len(plan.Deletions) > 1) {
+				fail("leader %s asked to drain with %d replacements in flight and %d pods draining, in a plan of %d removals",
+					p.name, inFlight, drainingHeld, len(plan.Deletions))
 			}
 			evicted++
 			if s.available(p) {
@@ -580,6 +608,16 @@ func (s *sim) check(in Input, plan Plan) {
 	}
 	// A pod asked to drain counts as unavailable.
 	unavailable += drainingAvailable
+	// (a) A drained pod's eviction obeys max-unavailable too, the pod
+	// itself counted once (issue 15, bug 4).
+	if drained > 0 && unavailable > maxU {
+		fail("evicted %d drained pods with %d pods unavailable or draining; max-unavailable %d", drained, unavailable, maxU)
+	}
+	// (j) Drain requests plus unavailable pods never exceed max-unavailable
+	// because of a request.
+	if s.cfg.drainTimeout > 0 && evicted > 0 && unavailable+evictedAvailable > maxU {
+		fail("asked %d pods to drain with %d unavailable or draining; max-unavailable %d", evicted, unavailable, maxU)
+	}
 
 	// (h) Ties: highest ordinal first. Within the unhealthy deletions and
 	// within the evictions of non-leaders, no pod of the group is passed
@@ -687,18 +725,22 @@ func (s *sim) check(in Input, plan Plan) {
 		// pods are asked, or evicted, after them. Leaders wait for them.
 		room -= min(max(room, 0), drainingHeld)
 		allowed -= drainingHeld
-		leadersTurn := len(nonLeaderOutdated) == 0 && drainingHeld == 0
+		leadersTurn := len(nonLeaderOutdated) == 0 && drainingHeld == 0 && inFlight+wantDeleted == 0
+		leaders := 0
 		u := unavailable
 		for o := len(s.pods) - 1; o >= 0 && !guarded; o-- {
 			p := s.pods[o]
 			if p == nil || p.terminating > 0 || p.rev == s.updateRev || !p.ready || p.leader != leadersTurn {
 				continue
 			}
-			if s.cfg.drainTimeout > 0 && !p.drainRequested.IsZero() {
+			if s.cfg.drainTimeout > 0 && !p.drainRequested.IsZero() && p.drainRev == s.updateRev {
 				continue
 			}
-			if room <= 0 || u >= maxU || allowed <= 0 {
+			if room <= 0 || u >= maxU || allowed <= 0 || leaders > 0 {
 				break
+			}
+			if p.leader {
+				leaders++
 			}
 			wantEvicted++
 			room--
@@ -750,6 +792,12 @@ func (s *sim) podNamed(name string) *simPod {
 
 // apply carries the plan out as the API server would.
 func (s *sim) apply(plan Plan) {
+	for _, w := range plan.Withdrawals {
+		if p := s.podNamed(w.Pod.Name); p != nil && p.uid == w.Pod.UID {
+			p.drainRequested, p.drainRev, p.drainAnswerIn = time.Time{}, "", 0
+			p.drainComplete, p.answeredAt = false, time.Time{}
+		}
+	}
 	for _, d := range plan.Deletions {
 		var p *simPod
 		for _, q := range s.pods {
@@ -761,12 +809,12 @@ func (s *sim) apply(plan Plan) {
 			continue // precondition failed
 		}
 		if d.Method == MethodRequestDrain {
-			if p.drainRequested.IsZero() {
-				p.drainRequested = s.now
-				p.drainAnswerIn = 1 + s.rng.IntN(5)
-				if s.rng.IntN(4) == 0 {
-					p.drainAnswerIn = -1
-				}
+			// The request's patch clears any earlier answer.
+			p.drainRequested, p.drainRev = s.now, s.updateRev
+			p.drainComplete, p.answeredAt = false, time.Time{}
+			p.drainAnswerIn = 1 + s.rng.IntN(5)
+			if s.rng.IntN(4) == 0 {
+				p.drainAnswerIn = -1
 			}
 			continue
 		}
@@ -814,7 +862,14 @@ func (s *sim) advance() {
 		}
 		if !p.drainRequested.IsZero() && p.drainAnswerIn > 0 {
 			p.drainAnswerIn--
-			p.drainComplete = p.drainAnswerIn == 0
+			if p.drainAnswerIn == 0 {
+				p.drainComplete, p.answeredAt = true, s.now
+			}
+		}
+		if s.cfg.drainTimeout > 0 && p.drainRequested.IsZero() && !p.drainComplete && s.rng.IntN(40) == 0 {
+			// A sidecar that answers what it sees answers before any
+			// request: that answer must never count.
+			p.drainComplete, p.answeredAt = true, s.now
 		}
 		if p.readyIn > 0 {
 			p.readyIn--

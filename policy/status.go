@@ -92,9 +92,11 @@ type Status struct {
 	// WaitingForDNS names the first of them (at most 10, highest ordinal
 	// first), with why.
 	WaitingForDNS map[string]string `json:"waitingForDNS,omitempty"`
-	// WaitingForDrain names the pods asked to drain and not yet evicted, with
-	// the time of the request (RFC 3339).
-	WaitingForDrain map[string]string `json:"waitingForDrain,omitempty"`
+	// WaitingForDrain names the first pods asked to drain and not yet
+	// evicted (at most 10, highest ordinal first), with the time of the
+	// request (RFC 3339); WaitingForDrainCount counts them all.
+	WaitingForDrain      map[string]string `json:"waitingForDrain,omitempty"`
+	WaitingForDrainCount int32             `json:"waitingForDrainCount,omitempty"`
 	// ObservedGeneration is the StatefulSet generation this status describes.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
@@ -128,6 +130,9 @@ func (s *Status) bound() {
 	s.Message = truncate(s.Message, maxMessage)
 	for n, why := range s.WaitingForDNS {
 		s.WaitingForDNS[n] = truncate(why, maxWhy)
+	}
+	for n, at := range s.WaitingForDrain {
+		s.WaitingForDrain[n] = truncate(at, maxWhy)
 	}
 }
 
