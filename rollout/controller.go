@@ -346,6 +346,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 			break
 		}
 	}
+	// Drain requests the plan no longer stands by.
+	if sts.DeletionTimestamp == nil && actErr == nil {
+		actErr = c.withdrawDrains(ctx, key, plan.Withdrawals)
+	}
 	// The DNS gate's condition writes, after the plan: a failed write is an
 	// error to retry with back-off, never a verdict on the configuration.
 	if err := c.applyDNS(ctx, in.dnsChanges); err != nil && actErr == nil {
@@ -593,18 +597,17 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	}
 	c.expectations.expect(key, d.Pod.UID)
 	reason, why := policy.ReasonEvictedPod, "outdated"
-	if d.Method == policy.MethodDelete {
+	switch d.Why {
+	case policy.RemovalUnhealthy:
 		reason, why = policy.ReasonDeletedUnhealthyPod, "unhealthy"
-	} else if cfg.LeaderSelector != nil && cfg.LeaderSelector.Matches(labels.Set(d.Pod.Labels)) {
+	case policy.RemovalLeader:
 		why = "leader"
 	}
 	c.metrics.PodsDeleted.WithLabelValues(why, string(d.Method)).Inc()
 	logger.V(2).Info("Removed pod", "method", d.Method, "why", d.Message)
 	c.recorder.Eventf(sts, corev1.EventTypeNormal, reason, "%s: %s", d.Method, d.Message)
 	c.recorder.Eventf(d.Pod, corev1.EventTypeNormal, reason, "stsroller (%s): %s", d.Method, d.Message)
-	if d.Method == policy.MethodEvict {
-		c.drained(ctx, sts, cfg, d.Pod)
-	}
+	c.drained(ctx, sts, cfg, d)
 	return "", nil
 }
 

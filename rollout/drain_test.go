@@ -50,10 +50,26 @@ func TestSyncAsksToDrainInsteadOfEvicting(t *testing.T) {
 	if body.Metadata.UID != "web-2-uid" || body.Metadata.ResourceVersion != "7" {
 		t.Errorf("patch %s lacks the pod's UID and resourceVersion", p.GetPatch())
 	}
-	if got := body.Metadata.Annotations[policy.AnnotationDrainRequested]; got != now.Format(time.RFC3339) {
-		t.Errorf("%s = %q, want %q", policy.AnnotationDrainRequested, got, now.Format(time.RFC3339))
+	var raw struct {
+		Metadata struct {
+			Annotations map[string]*string `json:"annotations"`
+		} `json:"metadata"`
 	}
-	if st := f.status(); st == nil || st.Reason != policy.ReasonWaitingForDrain || st.WaitingForDrain["web-2"] == "" {
+	if err := json.Unmarshal(p.GetPatch(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := body.Metadata.Annotations[policy.AnnotationDrainRequested]; got != now.Format(time.RFC3339Nano) {
+		t.Errorf("%s = %q, want %q", policy.AnnotationDrainRequested, got, now.Format(time.RFC3339Nano))
+	}
+	if got := body.Metadata.Annotations[policy.AnnotationDrainRevision]; got != sts.Status.UpdateRevision {
+		t.Errorf("%s = %q, want the update revision %q", policy.AnnotationDrainRevision, got, sts.Status.UpdateRevision)
+	}
+	// The same patch removes an earlier answer: only one given after the
+	// request counts.
+	if v, ok := raw.Metadata.Annotations[policy.AnnotationDrainComplete]; !ok || v != nil {
+		t.Errorf("patch %s does not remove %s", p.GetPatch(), policy.AnnotationDrainComplete)
+	}
+	if st := f.status(); st == nil || st.Reason != policy.ReasonWaitingForDrain || !strings.Contains(st.Message, "web-2") {
 		t.Errorf("status = %+v, want reason %s naming web-2", st, policy.ReasonWaitingForDrain)
 	}
 	if ev := strings.Join(f.events(), "\n"); !strings.Contains(ev, "Normal "+policy.ReasonDrainRequested) {
@@ -77,7 +93,8 @@ func TestSyncEvictsAfterTheDrain(t *testing.T) {
 			sts := newSts("web", 3, drainSts())
 			f.sts = append(f.sts, sts)
 			asked := newPod(sts, 2, "old", true)
-			asked.Annotations = map[string]string{policy.AnnotationDrainRequested: now.Add(-tc.ago).Format(time.RFC3339)}
+			asked.Annotations = map[string]string{policy.AnnotationDrainRequested: now.Add(-tc.ago).Format(time.RFC3339),
+				policy.AnnotationDrainRevision: sts.Status.UpdateRevision}
 			if tc.complete {
 				asked.Annotations[policy.AnnotationDrainComplete] = "yes"
 			}
@@ -125,8 +142,62 @@ func TestSyncDrainRequestConflictIsNotAnError(t *testing.T) {
 	if ev := strings.Join(f.events(), "\n"); strings.Contains(ev, policy.ReasonDrainRequested) {
 		t.Errorf("events %q claim a request that was refused", ev)
 	}
-	if f.c.queue.Len() == 0 {
-		t.Errorf("nothing requeued after the conflict")
+	// Not at once: a pod that keeps changing must be no hot loop.
+	if n := f.c.queue.Len(); n != 0 {
+		t.Errorf("queue length = %d right after the conflict, want 0", n)
+	}
+	f.clock.Step(conflictRetry)
+	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
+		t.Errorf("not planned again %s after the conflict", conflictRetry)
+	}
+}
+
+// Drain requests the plan no longer stands by are removed, the answer with
+// them, by a patch made against the pod as planned, with an event on the
+// pod; and the handshake turned off records no DrainTimeout for a pod that
+// still carries a request (issue 15, item 12).
+func TestSyncWithdrawsLeftoverDrainRequests(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 3, map[string]string{policy.AnnotationMaxUnavailable: "1"})
+	f.sts = append(f.sts, sts)
+	left := newPod(sts, 1, "old", true)
+	left.Annotations = map[string]string{policy.AnnotationDrainRequested: now.Add(-time.Hour).Format(time.RFC3339),
+		policy.AnnotationDrainRevision: sts.Status.UpdateRevision, policy.AnnotationDrainComplete: "done"}
+	evicted := newPod(sts, 2, "old", true)
+	evicted.Annotations = map[string]string{policy.AnnotationDrainRequested: now.Add(-time.Hour).Format(time.RFC3339),
+		policy.AnnotationDrainRevision: sts.Status.UpdateRevision}
+	f.pods = append(f.pods, newPod(sts, 0, "old", true), left, evicted)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"get statefulsets web", "create pods/eviction web-2", "patch pods web-1", "patch statefulsets web"}
+	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	var raw struct {
+		Metadata struct {
+			UID             string             `json:"uid"`
+			ResourceVersion string             `json:"resourceVersion"`
+			Annotations     map[string]*string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(f.actions()[2].(core.PatchAction).GetPatch(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw.Metadata.UID != string(left.UID) || raw.Metadata.ResourceVersion != left.ResourceVersion {
+		t.Errorf("withdrawal %+v is not made against the pod as planned", raw.Metadata)
+	}
+	for _, k := range []string{policy.AnnotationDrainRequested, policy.AnnotationDrainRevision, policy.AnnotationDrainComplete} {
+		if v, ok := raw.Metadata.Annotations[k]; !ok || v != nil {
+			t.Errorf("withdrawal does not remove %s", k)
+		}
+	}
+	ev := strings.Join(f.events(), "\n")
+	if !strings.Contains(ev, "Normal "+policy.ReasonDrainWithdrawn) {
+		t.Errorf("events %q lack %s", ev, policy.ReasonDrainWithdrawn)
+	}
+	if strings.Contains(ev, policy.ReasonDrainTimeout) || strings.Contains(ev, policy.ReasonDrainCompleted) {
+		t.Errorf("events %q report a drain, with the handshake off", ev)
 	}
 }
 
