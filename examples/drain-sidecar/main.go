@@ -139,6 +139,8 @@ func (s *sidecar) Step(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
+	// stsroller removes any earlier answer in the very patch that makes a
+	// request, so an answer present is this request's own.
 	if _, done := a[policy.AnnotationDrainComplete]; done || s.answered == requested {
 		return nil
 	}
