@@ -30,6 +30,10 @@ type ForecastTiming struct {
 	// Ready is from a replacement's creation to its Ready condition; the
 	// planner adds spec.minReadySeconds itself.
 	Ready time.Duration
+	// Drain is from a drain request to its answer, with the handshake on;
+	// 0, or longer than the drain timeout, plays every pod as answering
+	// never, so that it goes at the timeout: the forecast's upper bound.
+	Drain time.Duration
 }
 
 // ForecastInput is what the forecast starts from.
@@ -101,8 +105,9 @@ type Forecast struct {
 type fcPod struct {
 	pod *corev1.Pod
 	// goneAt: a terminating pod's end; readyAt: when it turns Ready (zero:
-	// it is Ready, or never turns Ready by itself).
-	goneAt, readyAt time.Time
+	// it is Ready, or never turns Ready by itself); answerAt: when it
+	// answers its drain request (zero: it does not, or has).
+	goneAt, readyAt, answerAt time.Time
 }
 
 type fcMember struct {
@@ -143,6 +148,13 @@ func RunForecast(fi ForecastInput) Forecast {
 			case Revision(p) == in.StatefulSet.Status.UpdateRevision && !IsRunningAndReady(p):
 				// On its way: assumed Ready once its time is up.
 				fp.readyAt = laterOf(now, p.CreationTimestamp.Add(m.timing.Ready))
+			default:
+				// A drain request under way is answered in its time.
+				if d := PodDrain(p); d.For(in.StatefulSet.Status.UpdateRevision) && !d.Complete && !d.RequestedAt.IsZero() {
+					if at, ok := m.answerAfter(d.RequestedAt); ok {
+						fp.answerAt = laterOf(now, at)
+					}
+				}
 			}
 			m.pods[o] = fp
 		}
@@ -274,6 +286,11 @@ func RunForecast(fi ForecastInput) Forecast {
 					fp.readyAt = time.Time{}
 					m.lastChange = t
 				}
+				if !fp.answerAt.IsZero() && !fp.answerAt.After(t) {
+					fp.pod = fp.pod.DeepCopy()
+					fp.pod.Annotations[AnnotationDrainComplete] = "forecast"
+					fp.answerAt = time.Time{}
+				}
 			}
 		}
 	}
@@ -299,14 +316,39 @@ func RunForecast(fi ForecastInput) Forecast {
 			}
 			m := ms[i]
 			step := ForecastStep{StatefulSet: m.sum.Name, At: t.Sub(now)}
+			for _, w := range ps[i].Withdrawals {
+				o, _ := Ordinal(m.in.StatefulSet, w.Pod)
+				if fp := m.pods[o]; fp != nil {
+					fp.pod = fp.pod.DeepCopy()
+					for _, k := range []string{AnnotationDrainRequested, AnnotationDrainRevision, AnnotationDrainComplete} {
+						delete(fp.pod.Annotations, k)
+					}
+					fp.answerAt = time.Time{}
+				}
+			}
 			for _, d := range ps[i].Deletions {
 				step.Pods = append(step.Pods, ForecastPod{d.Pod.Name, d.Method, d.Message})
 				o, _ := Ordinal(m.in.StatefulSet, d.Pod)
 				fp := m.pods[o]
 				fp.pod = fp.pod.DeepCopy()
+				if d.Method == MethodRequestDrain {
+					// Asked, not removed: it answers in its time, or goes
+					// at the timeout.
+					if fp.pod.Annotations == nil {
+						fp.pod.Annotations = map[string]string{}
+					}
+					fp.pod.Annotations[AnnotationDrainRequested] = t.UTC().Format(time.RFC3339Nano)
+					fp.pod.Annotations[AnnotationDrainRevision] = m.in.StatefulSet.Status.UpdateRevision
+					delete(fp.pod.Annotations, AnnotationDrainComplete)
+					fp.answerAt = time.Time{}
+					if at, ok := m.answerAfter(t); ok {
+						fp.answerAt = at
+					}
+					continue
+				}
 				fp.pod.DeletionTimestamp = ptrTime(t)
 				setReady(fp.pod, false, t) // its containers get SIGTERM
-				fp.goneAt, fp.readyAt = t.Add(m.timing.Terminate), time.Time{}
+				fp.goneAt, fp.readyAt, fp.answerAt = t.Add(m.timing.Terminate), time.Time{}, time.Time{}
 			}
 			for j, o := range ms {
 				if j != i && ps[j].Status.Reason == ReasonWaitingForGroup {
@@ -350,9 +392,15 @@ func RunForecast(fi ForecastInput) Forecast {
 		}
 		for _, m := range ms {
 			minReady := time.Duration(m.in.StatefulSet.Spec.MinReadySeconds) * time.Second
+			timeout := m.in.Config.DrainTimeout
 			for _, fp := range m.pods {
 				soonest(fp.goneAt)
 				soonest(fp.readyAt)
+				soonest(fp.answerAt)
+				if d := PodDrain(fp.pod); timeout > 0 && fp.pod.DeletionTimestamp == nil && d.For(m.in.StatefulSet.Status.UpdateRevision) &&
+					!d.Complete && !d.RequestedAt.IsZero() {
+					soonest(d.RequestedAt.Add(timeout))
+				}
 				if at := readySince(fp.pod).Add(minReady); minReady > 0 && IsRunningAndReady(fp.pod) && at.After(t) {
 					soonest(at)
 				}
@@ -404,6 +452,16 @@ func RunForecast(fi ForecastInput) Forecast {
 		return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.Name, b.Name))
 	})
 	return fc
+}
+
+// answerAfter is when a pod asked at t answers, if it does before its
+// timeout (see ForecastTiming.Drain).
+func (m *fcMember) answerAfter(t time.Time) (time.Time, bool) {
+	d := m.timing.Drain
+	if d <= 0 || d >= m.in.Config.DrainTimeout {
+		return time.Time{}, false
+	}
+	return t.Add(d), true
 }
 
 // forecastLabel marks the pods the forecast made up.

@@ -191,3 +191,52 @@ func TestForecastGroupMembersDoNotOverlap(t *testing.T) {
 		t.Errorf("members in order %v, want b (broken) then a, c", got)
 	}
 }
+
+// TestForecastDrain: the forecast plays the handshake (issue 15, item 10): a
+// request is not the removal; the pod goes when it answers (ForecastTiming.
+// Drain) or, answering never, at the timeout. A request already made runs
+// from its own time.
+func TestForecastDrain(t *testing.T) {
+	s := time.Second
+	drain := ann(AnnotationDrainTimeoutSeconds, "300")
+	for _, tc := range []struct {
+		name   string
+		answer time.Duration
+		in     func() Input
+		want   []fcStep
+		total  time.Duration
+	}{{
+		name:  "nobody answers: each pod goes at the timeout",
+		in:    func() Input { return member("a", drain, "o", "o", "o") },
+		want:  []fcStep{{"a", 0, []string{"a-2"}}, {"a", 300 * s, []string{"a-2"}}, {"a", 310 * s, []string{"a-1"}}, {"a", 610 * s, []string{"a-1"}}, {"a", 620 * s, []string{"a-0"}}, {"a", 920 * s, []string{"a-0"}}},
+		total: 930 * s,
+	}, {
+		name:   "each answers in 5 s",
+		answer: 5 * s,
+		in:     func() Input { return member("a", drain, "o", "o", "o") },
+		want:   []fcStep{{"a", 0, []string{"a-2"}}, {"a", 5 * s, []string{"a-2"}}, {"a", 15 * s, []string{"a-1"}}, {"a", 20 * s, []string{"a-1"}}, {"a", 30 * s, []string{"a-0"}}, {"a", 35 * s, []string{"a-0"}}},
+		total:  45 * s,
+	}, {
+		name: "a request made 100 s ago, unanswered, goes at its timeout",
+		in: func() Input {
+			in := member("a", drain, "n", "o")
+			annotate(in.Pods[1], AnnotationDrainRequested, t0.Add(-100*s).Format(time.RFC3339Nano))
+			annotate(in.Pods[1], AnnotationDrainRevision, in.StatefulSet.Status.UpdateRevision)
+			return in
+		},
+		want:  []fcStep{{"a", 200 * s, []string{"a-1"}}},
+		total: 210 * s,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in()
+			fc := RunForecast(ForecastInput{Members: []Input{in}, Now: t0, Timing: map[string]ForecastTiming{
+				"a": {Terminate: timing.Terminate, Ready: timing.Ready, Drain: tc.answer}}})
+			if diff := cmp.Diff(tc.want, stepsOf(fc)); diff != "" {
+				t.Errorf("steps (-want +got):\n%s", diff)
+			}
+			if fc.Total != tc.total || !fc.Complete {
+				t.Errorf("total %s complete %v, want %s true", fc.Total, fc.Complete, tc.total)
+			}
+		})
+	}
+}

@@ -248,7 +248,10 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 			dnsFromConditions = true
 		}
 		in.Now = now
-		p := policy.Compute(in)
+		p, err := planInGroup(ctx, c, sts, in, now)
+		if err != nil {
+			return err
+		}
 		for _, d := range p.Deletions {
 			o.Deletions = append(o.Deletions, deletion{d.Pod.Name, string(d.Method), d.Message})
 		}
@@ -417,3 +420,31 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// planInGroup is the plan the controller would make for the StatefulSet: in a
+// rollout group, what the group allows it, from every member's plan alone.
+func planInGroup(ctx context.Context, c kubernetes.Interface, sts *appsv1.StatefulSet, in policy.Input, now time.Time) (policy.Plan, error) {
+	group := policy.RolloutGroupOf(sts)
+	if group == "" {
+		return policy.Compute(in), nil
+	}
+	members, err := groupMembers(ctx, c, sts)
+	if err != nil {
+		return policy.Plan{}, err
+	}
+	var sums []policy.GroupMember
+	for _, m := range members {
+		mi := in
+		if m.UID != sts.UID {
+			if mi, err = rollout.Gather(ctx, rollout.APISource{Client: c}, m); err != nil {
+				return policy.Plan{}, err
+			}
+			if mi.ConfigError == nil && mi.Config.DNSDomain != "" {
+				mi.DNS = dnsgate.FromConditions(mi.Pods)
+			}
+			mi.Now = now
+		}
+		sums = append(sums, policy.MemberOf(mi, policy.Compute(mi)))
+	}
+	return policy.ComputeInGroup(in, policy.DecideGroup(group, sums).View(sts.Name)), nil
+}

@@ -77,7 +77,7 @@ type forecastOutput struct {
 const forecastNote = `Nothing was deleted. The forecast assumes nothing else changes: no pod crashes,
 every replacement turns Ready after the time above, nobody else deletes pods.`
 
-func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output string, podReady time.Duration, now time.Time, out io.Writer) error {
+func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output string, podReady, drainAnswer time.Duration, now time.Time, out io.Writer) error {
 	sts, err := c.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -93,19 +93,10 @@ func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output stri
 			sts.Namespace, sts.Name, policy.AnnotationEnabled)
 		return w.err
 	}
-	members := []*appsv1.StatefulSet{sts}
 	o.Group = policy.RolloutGroupOf(sts)
-	if o.Group != "" {
-		l, err := c.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		members = members[:0]
-		for i := range l.Items {
-			if policy.RolloutGroupOf(&l.Items[i]) == o.Group {
-				members = append(members, &l.Items[i])
-			}
-		}
+	members, err := groupMembers(ctx, c, sts)
+	if err != nil {
+		return err
 	}
 	fi := policy.ForecastInput{Group: o.Group, Timing: map[string]policy.ForecastTiming{}, Now: now}
 	var events []corev1.Event
@@ -129,6 +120,7 @@ func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output stri
 		if podReady == 0 {
 			t, src = measureTiming(in.Pods, events)
 		}
+		t.Drain = drainAnswer
 		fi.Timing[m.Name] = t
 		o.Timing[m.Name] = timingOutput{t.Ready.Seconds(), t.Terminate.Seconds(), src}
 	}
@@ -281,3 +273,23 @@ func mean(ds []time.Duration) time.Duration {
 func dur(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
 
 func seconds(s float64) string { return dur(time.Duration(s * float64(time.Second))) }
+
+// groupMembers returns the members of the StatefulSet's rollout group, itself
+// included, or only itself when it is in none.
+func groupMembers(ctx context.Context, c kubernetes.Interface, sts *appsv1.StatefulSet) ([]*appsv1.StatefulSet, error) {
+	group := policy.RolloutGroupOf(sts)
+	if group == "" {
+		return []*appsv1.StatefulSet{sts}, nil
+	}
+	l, err := c.AppsV1().StatefulSets(sts.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var members []*appsv1.StatefulSet
+	for i := range l.Items {
+		if policy.RolloutGroupOf(&l.Items[i]) == group {
+			members = append(members, &l.Items[i])
+		}
+	}
+	return members, nil
+}

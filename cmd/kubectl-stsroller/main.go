@@ -35,7 +35,7 @@ Usage:
       cannot see, and with stsroller.io/dns-domain it asks DNS servers itself
       where this command reads the pods' stsroller.io/dns-propagated condition:
       its next plan can differ.
-  kubectl stsroller plan NAME --all [--pod-ready DURATION] [-n NAMESPACE] [-o text|json]
+  kubectl stsroller plan NAME --all [--pod-ready DURATION] [--drain-answer DURATION] [-n NAMESPACE] [-o text|json]
       The forecast: stsroller's planner run forward from the cluster as it is now,
       fed its own deletions, the pods the StatefulSet controller brings back at the
       update revision, and the PodDisruptionBudgets' headroom as they would change,
@@ -49,8 +49,11 @@ Usage:
       creation to Ready, and from stsroller's deletion of a pod to its
       replacement's creation (from stsroller's events, when there are any); or
       --pod-ready DURATION (for example 40s), the time from a deletion to the
-      replacement being Ready, for every pod. Nothing else is assumed to change:
-      no pod crashes, every replacement turns Ready. Deletes nothing.
+      replacement being Ready, for every pod. With the drain handshake
+      (stsroller.io/drain-timeout-seconds) a pod asked to drain goes at the
+      timeout, unless --drain-answer DURATION says how long pods take to answer.
+      Nothing else is assumed to change: no pod crashes, every replacement turns
+      Ready. Deletes nothing.
   kubectl stsroller pause NAME [-n NAMESPACE]
       Set stsroller.io/paused: "true": stsroller deletes nothing until resumed.
   kubectl stsroller resume NAME [-n NAMESPACE]
@@ -62,6 +65,8 @@ Flags:
       --all                   plan: forecast every step until the rollout is complete
       --pod-ready DURATION    plan --all: time from a pod's deletion to its replacement
                               being Ready, instead of the measured times
+      --drain-answer DURATION plan --all: time from a drain request to its answer;
+                              default: pods go at the drain timeout
       --kubeconfig PATH       default: $KUBECONFIG, else ~/.kube/config
       --context NAME          the kubeconfig context to use
   -h, --help
@@ -109,6 +114,8 @@ type options struct {
 	// all: plan forecasts the whole rollout; podReady overrides its times.
 	all      bool
 	podReady time.Duration
+	// drainAnswer is plan --all's time from a drain request to its answer.
+	drainAnswer time.Duration
 }
 
 // run parses args (flags may come before or after the subcommand and NAME, as
@@ -131,7 +138,7 @@ func run(ctx context.Context, args []string, e env) error {
 		return status(ctx, client, ns, o.name, o.output, e.out)
 	case "plan":
 		if o.all {
-			return forecast(ctx, client, ns, o.name, o.output, o.podReady, e.now(), e.out)
+			return forecast(ctx, client, ns, o.name, o.output, o.podReady, o.drainAnswer, e.now(), e.out)
 		}
 		return plan(ctx, client, ns, o.name, o.output, e.now(), e.out)
 	case "pause":
@@ -154,6 +161,7 @@ func parse(args []string) (options, bool, error) {
 	fs.StringVar(&o.kubeContext, "context", "", "")
 	fs.BoolVar(&o.all, "all", false, "")
 	fs.DurationVar(&o.podReady, "pod-ready", 0, "")
+	fs.DurationVar(&o.drainAnswer, "drain-answer", 0, "")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return o, true, nil
@@ -168,14 +176,14 @@ func parse(args []string) (options, bool, error) {
 		return o, true, nil
 	}
 	o.verb = pos[0]
-	if o.verb != "plan" && (o.all || o.podReady != 0) {
-		return o, false, &usageError{fmt.Sprintf("--all and --pod-ready are for plan, not %s", o.verb)}
+	if o.verb != "plan" && (o.all || o.podReady != 0 || o.drainAnswer != 0) {
+		return o, false, &usageError{fmt.Sprintf("--all, --pod-ready and --drain-answer are for plan, not %s", o.verb)}
 	}
-	if o.podReady != 0 && !o.all {
-		return o, false, &usageError{"--pod-ready needs --all"}
+	if (o.podReady != 0 || o.drainAnswer != 0) && !o.all {
+		return o, false, &usageError{"--pod-ready and --drain-answer need --all"}
 	}
-	if o.podReady < 0 {
-		return o, false, &usageError{"--pod-ready must not be negative"}
+	if o.podReady < 0 || o.drainAnswer < 0 {
+		return o, false, &usageError{"--pod-ready and --drain-answer must not be negative"}
 	}
 	switch o.verb {
 	case "status", "plan":

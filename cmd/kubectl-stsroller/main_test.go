@@ -532,3 +532,27 @@ func TestPlanDraining(t *testing.T) {
 	}
 	assertNoWrites(t, client)
 }
+
+// TestPlanInRolloutGroup: plan NAME says what the controller would do for a
+// member of a rollout group, not what the member would do alone (issue 15,
+// item 12): while another member has replacements on their way, web waits.
+func TestPlanInRolloutGroup(t *testing.T) {
+	web := statefulSet(map[string]string{policy.AnnotationRolloutGroup: "db", policy.AnnotationRolloutGroupOrder: "1"})
+	other := statefulSet(map[string]string{policy.AnnotationRolloutGroup: "db", policy.AnnotationRolloutGroupOrder: "0"})
+	other.Name, other.UID = "api", "api-uid"
+	other.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}
+	other.Spec.Replicas = ptr.To[int32](2) // no pod yet: both are on their way
+	client := fake.NewClientset(append(fixture(web, nil), other)...)
+	out, err := runWith(t, client, "plan", "web", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got planOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(got.Deletions) != 0 || got.Status == nil || got.Status.Reason != policy.ReasonWaitingForGroup {
+		t.Errorf("plan web = %+v, status %+v; want no deletion, reason %s", got.Deletions, got.Status, policy.ReasonWaitingForGroup)
+	}
+	assertNoWrites(t, client)
+}
