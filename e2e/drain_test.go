@@ -41,6 +41,9 @@ type drainRecord struct {
 	deletedAt time.Time
 	complete  bool
 	answered  bool
+	// completeValue is the value of drain-complete at the deletion, and
+	// lastRequest the request the pod carried then.
+	completeValue, lastRequest string
 }
 
 // drainTracker watches the pods of a rollout, records every drain request,
@@ -115,6 +118,7 @@ func (d *drainTracker) seen(ctx context.Context, p *corev1.Pod) {
 	}
 	if p.DeletionTimestamp != nil && rec.deletedAt.IsZero() {
 		rec.deletedAt, rec.complete = now, complete
+		rec.completeValue, rec.lastRequest = p.Annotations[policy.AnnotationDrainComplete], v
 	}
 	if requested && !complete && p.DeletionTimestamp == nil && !rec.answered {
 		if wait := d.answer(p.Name); wait >= 0 {
@@ -181,11 +185,11 @@ func (d *drainTracker) check(t *testing.T, oldRev string, timeout time.Duration,
 			t.Errorf("%s was asked to drain %d times (%v), want once", n, len(rec.requests), rec.requests)
 		case rec.deletedAt.IsZero():
 			t.Errorf("%s was never deleted", n)
-		case !rec.complete && rec.deletedAt.Sub(rec.requestedAt) < timeout-time.Second:
-			// The request's time has whole seconds: the timeout may end up
-			// to a second before the request was seen.
+		case !rec.complete && rec.deletedAt.Sub(requestTime(t, rec.lastRequest)) < timeout:
+			// The request's own time, with sub-second precision: the
+			// timeout runs from it, not from when the test saw it.
 			t.Errorf("%s was deleted %s after its request, unanswered, before the timeout %s",
-				n, rec.deletedAt.Sub(rec.requestedAt), timeout)
+				n, rec.deletedAt.Sub(requestTime(t, rec.lastRequest)), timeout)
 		}
 	}
 	d.mu.Lock()
@@ -194,6 +198,16 @@ func (d *drainTracker) check(t *testing.T, oldRev string, timeout time.Duration,
 	if peak > maxUnavailable {
 		t.Errorf("peak of pods unavailable or draining = %d, want at most %d", peak, maxUnavailable)
 	}
+}
+
+// requestTime parses a drain request's time.
+func requestTime(t *testing.T, v string) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		t.Errorf("drain request %q is not an RFC 3339 time: %v", v, err)
+	}
+	return at
 }
 
 // startDrainSidecar runs examples/drain-sidecar as a process for one pod,
