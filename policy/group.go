@@ -34,6 +34,8 @@ type GroupMember struct {
 	Rolling bool
 	// Begun: it is rolling and some of its pods are updated already.
 	Begun bool
+	// Blocked: alone, it would be Blocked or Stalled: it cannot go on now.
+	Blocked bool
 }
 
 // MemberOf summarises a member for the group decision from its input and the
@@ -49,6 +51,7 @@ func MemberOf(in Input, alone Plan) GroupMember {
 		Rolling:     st.Phase.Rolling(),
 	}
 	m.Begun = m.Rolling && st.Updated > 0
+	m.Blocked = st.Phase == PhaseBlocked || st.Phase == PhaseStalled
 	switch st.Phase {
 	case PhasePaused:
 		m.Hold = "it is paused (" + AnnotationPaused + ")"
@@ -129,7 +132,10 @@ type GroupDecision struct {
 //     none deletes until at most one is left; with one, it goes on.
 //  3. Otherwise a member with unavailable pods goes first.
 //  4. Otherwise the members rolling out, those whose rollout has begun first,
-//     then by stsroller.io/rollout-group-order, then by name.
+//     then those that are not blocked, then by stsroller.io/rollout-group-order,
+//     then by name. A member that has not begun and is blocked (a budget
+//     that allows nothing, say) does not keep the others waiting while one of
+//     them could roll; a roller that is blocked says that it holds the group.
 //
 // In 2 and 3, while another member also has unavailable pods, the one that
 // goes only repairs: it deletes its unhealthy outdated pods (they cost no
@@ -193,11 +199,10 @@ func DecideGroup(group string, members []GroupMember) GroupDecision {
 	case len(rolling) >= 1:
 		first := rolling[0]
 		why := fmt.Sprintf("%s %d", AnnotationRolloutGroupOrder, first.Order)
-		for _, m := range rolling {
-			if m.Begun {
-				first, why = m, "its rollout has begun"
-				break
-			}
+		if i := slices.IndexFunc(rolling, func(m GroupMember) bool { return m.Begun }); i >= 0 {
+			first, why = rolling[i], "its rollout has begun"
+		} else if i := slices.IndexFunc(rolling, func(m GroupMember) bool { return !m.Blocked }); i >= 0 && first.Blocked {
+			first, why = rolling[i], fmt.Sprintf("%s is blocked and has not begun", first.Name)
 		}
 		d.Roller = first.Name
 		d.Waiting = fmt.Sprintf("rollout group %q: %s rolls first (%s); waiting until it is done and has all its pods available",
@@ -240,6 +245,11 @@ func ComputeInGroup(in Input, g *GroupView) Plan {
 	st := alone.Status
 	if g.Holds {
 		alone.Status.Message = fmt.Sprintf("%s (this holds rollout group %q: no member of it deletes pods meanwhile)", st.Message, g.Name)
+		return alone
+	}
+	if st.Phase.Rolling() && g.Role == GroupRoll && (st.Phase == PhaseBlocked || st.Phase == PhaseStalled) {
+		// It goes first, and cannot go on: say that the others wait for it.
+		alone.Status.Message = fmt.Sprintf("%s (this rolls first in rollout group %q: its other members wait meanwhile)", st.Message, g.Name)
 		return alone
 	}
 	if !st.Phase.Rolling() || g.Role == GroupRoll {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"github.com/stsroller/stsroller/pdb"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,6 +113,11 @@ func TestDecideGroup(t *testing.T) {
 		{"two in flight: none", []GroupMember{inFlight("a"), inFlight("b"), rolling("c", 0)}, want{Role: GroupWait}, "a (1 unavailable), b (1 unavailable) have replacements"},
 		{"two broken: the first repairs", []GroupMember{broken("b"), broken("a"), rolling("c", 0)}, want{"a", GroupRepair, nil}, "a repairs its unhealthy pods first; b (1 unavailable)"},
 		{"two broken: order decides", []GroupMember{{Name: "a", Order: 2, Unavailable: 1, Rolling: true}, {Name: "b", Order: 1, Unavailable: 2, Rolling: true}}, want{"b", GroupRepair, nil}, "b repairs"},
+		// Issue 15, item 13: a member that has not begun and cannot go on
+		// does not keep the others waiting.
+		{"blocked and not begun: the next member rolls", []GroupMember{{Name: "a", Rolling: true, Blocked: true}, rolling("b", 1)}, want{"b", GroupRoll, nil}, "a is blocked and has not begun"},
+		{"all blocked: by order", []GroupMember{{Name: "b", Rolling: true, Blocked: true}, {Name: "a", Rolling: true, Blocked: true}}, want{"a", GroupRoll, nil}, "a rolls first"},
+		{"blocked but begun goes on", []GroupMember{{Name: "a", Order: 5, Rolling: true, Blocked: true, Begun: true}, rolling("b", 1)}, want{"a", GroupRoll, nil}, "its rollout has begun"},
 		{"a held member holds the group", []GroupMember{held("b"), broken("a"), inFlight("c")}, want{Role: GroupWait, Held: []string{"b"}}, `held by b: it is paused`},
 		{"two held", []GroupMember{held("b"), held("a")}, want{Role: GroupWait, Held: []string{"a", "b"}}, "held by a: it is paused; b: it is paused"},
 	}
@@ -278,5 +284,15 @@ func TestWaitingForGroupDoesNotStall(t *testing.T) {
 	}
 	if !p.Status.LastTransitionTime.Time.Equal(t0) {
 		t.Errorf("last transition %v, want the first wait at %v", p.Status.LastTransitionTime, t0)
+	}
+}
+
+// A roller that cannot go on says that the group waits for it.
+func TestComputeInGroupBlockedRollerSaysItHolds(t *testing.T) {
+	in := member("a", nil, "o", "o")
+	in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "a", Allowed: 0})
+	p := ComputeInGroup(in, &GroupView{Name: "db", Role: GroupRoll, Roller: "a"})
+	if p.Status.Phase != PhaseBlocked || !strings.Contains(p.Status.Message, `this rolls first in rollout group "db"`) {
+		t.Errorf("status %s/%s %q, want Blocked saying it holds group db", p.Status.Phase, p.Status.Reason, p.Status.Message)
 	}
 }

@@ -35,9 +35,16 @@ func groupKey(namespace, group string) string { return namespace + "/" + group }
 type groups struct {
 	indexer cache.Indexer
 	mu      sync.Mutex
-	locks   map[string]*sync.Mutex
+	// locks holds a lock per group while some sync holds or waits for it:
+	// the map shrinks as groups go.
+	locks map[string]*groupLock
 	// last is each member's group and summary at its last sync.
 	last map[cache.ObjectName]memberState
+}
+
+type groupLock struct {
+	sync.Mutex
+	users int
 }
 
 type memberState struct {
@@ -46,7 +53,7 @@ type memberState struct {
 }
 
 func newGroups(indexer cache.Indexer) *groups {
-	return &groups{indexer: indexer, locks: map[string]*sync.Mutex{}, last: map[cache.ObjectName]memberState{}}
+	return &groups{indexer: indexer, locks: map[string]*groupLock{}, last: map[cache.ObjectName]memberState{}}
 }
 
 // lock takes the group's lock; the returned func releases it. A StatefulSet
@@ -60,12 +67,32 @@ func (g *groups) lock(sts *appsv1.StatefulSet) func() {
 	g.mu.Lock()
 	l := g.locks[k]
 	if l == nil {
-		l = &sync.Mutex{}
+		l = &groupLock{}
 		g.locks[k] = l
 	}
+	l.users++
 	g.mu.Unlock()
 	l.Lock()
-	return l.Unlock
+	return func() {
+		l.Unlock()
+		g.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(g.locks, k)
+		}
+		g.mu.Unlock()
+	}
+}
+
+// wake enqueues the members of a group but one.
+func (c *Controller) wakeGroup(namespace, group, except string) {
+	if group == "" {
+		return
+	}
+	for _, m := range c.groups.members(namespace, group) {
+		if m.Name != except {
+			c.queue.Add(cache.MetaObjectToName(m))
+		}
+	}
 }
 
 // members lists the managed StatefulSets of a group, from the index: the
@@ -137,13 +164,6 @@ func (c *Controller) noteMember(key cache.ObjectName, sts *appsv1.StatefulSet, i
 		wake = append(wake, next.group)
 	}
 	for _, g := range wake {
-		if g == "" {
-			continue
-		}
-		for _, m := range c.groups.members(key.Namespace, g) {
-			if m.Name != key.Name {
-				c.queue.Add(cache.MetaObjectToName(m))
-			}
-		}
+		c.wakeGroup(key.Namespace, g, key.Name)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/stsroller/stsroller/policy"
 )
@@ -81,5 +82,49 @@ func TestSyncRolloutGroup(t *testing.T) {
 	slices.Sort(woken)
 	if diff := cmp.Diff([]string{"zone-a", "zone-c"}, woken); diff != "" {
 		t.Errorf("woken (-want +got):\n%s", diff)
+	}
+}
+
+// A member deleted before this process ever synced it still wakes the
+// members waiting for it (issue 15, item 13); the group locks go with
+// their last user.
+func TestDeletedMemberWakesItsGroup(t *testing.T) {
+	f := newFixture(t)
+	member := func(name string) *appsv1.StatefulSet {
+		return newSts(name, 2, map[string]string{policy.AnnotationRolloutGroup: "db"})
+	}
+	a, b := member("zone-a"), member("zone-b")
+	f.sts = append(f.sts, a, b)
+	// The first run sets the fixture up; the StatefulSet it asks for does not exist.
+	if err := f.run(cache.ObjectName{Namespace: "ns", Name: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	for f.c.queue.Len() > 0 {
+		k, _ := f.c.queue.Get()
+		f.c.queue.Done(k)
+		f.c.queue.Forget(k)
+	}
+	if err := f.c.stsIndexer.Delete(b); err != nil {
+		t.Fatal(err)
+	}
+	f.c.deleteStatefulSet(b)
+	var woken []string
+	for f.c.queue.Len() > 0 {
+		k, _ := f.c.queue.Get()
+		woken = append(woken, k.Name)
+		f.c.queue.Done(k)
+	}
+	slices.Sort(woken)
+	if diff := cmp.Diff([]string{"zone-a", "zone-b"}, woken); diff != "" {
+		t.Errorf("woken (-want +got):\n%s", diff)
+	}
+
+	unlock := f.c.groups.lock(a)
+	if n := len(f.c.groups.locks); n != 1 {
+		t.Errorf("%d group locks held, want 1", n)
+	}
+	unlock()
+	if n := len(f.c.groups.locks); n != 0 {
+		t.Errorf("%d group locks left after the last unlock, want 0", n)
 	}
 }

@@ -50,11 +50,19 @@ func (c *Controller) updateStatefulSet(old, cur any) {
 	if policy.Enabled(n) || policy.Enabled(o) {
 		c.queue.Add(cache.MetaObjectToName(n))
 	}
+	// A member leaving its group may free the others, whether or not this
+	// process synced it yet.
+	if g := policy.RolloutGroupOf(o); g != "" && g != policy.RolloutGroupOf(n) {
+		c.wakeGroup(o.Namespace, g, o.Name)
+	}
 }
 
 func (c *Controller) deleteStatefulSet(obj any) {
 	if sts, ok := unwrap(obj).(*appsv1.StatefulSet); ok {
 		c.queue.Add(cache.MetaObjectToName(sts))
+		// The members waiting for it go on, whether or not this process
+		// synced it yet.
+		c.wakeGroup(sts.Namespace, policy.RolloutGroupOf(sts), sts.Name)
 	}
 }
 
