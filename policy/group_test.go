@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"github.com/stsroller/stsroller/pdb"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/stsroller/stsroller/pdb"
 )
 
 // member is a group member's input: StatefulSet name with pods name-<i> built
