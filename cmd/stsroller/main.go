@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -88,7 +89,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	o := &options{}
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Path to a kubeconfig. Empty: in-cluster configuration.")
 	fs.StringVar(&o.namespace, "namespace", "", "Only manage StatefulSets in this namespace. Empty: all namespaces.")
-	fs.IntVar(&o.workers, "workers", 4, "StatefulSets planned concurrently.")
+	fs.IntVar(&o.workers, "workers", 16, "StatefulSets planned concurrently.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Queries per second to the API server.")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of queries to the API server.")
 	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "Informer resync period. Resyncs that carry no change are ignored: stsroller looks again by itself when a wait ends (minReadySeconds, progress deadline, DNS checks, a blocked eviction).")
@@ -158,6 +159,13 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	// Events and the Lease get a client, and so a rate limiter, of their
+	// own: a burst of removals must neither delay the renewal of the Lease
+	// (and lose it) nor wait behind a burst of events.
+	sideClient, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
+	if err != nil {
+		return err
+	}
 	prober, err := dnsprobe.New(dnsprobe.Options{
 		Servers:   splitList(o.dnsServers),
 		Resolvers: splitList(o.dnsResolvers),
@@ -178,18 +186,18 @@ func run(ctx context.Context, o *options) error {
 	lead := func(ctx context.Context) error {
 		m.Leader.Set(1)
 		defer m.Leader.Set(0)
-		return runController(ctx, o, client, prober, m, &ready)
+		return runController(ctx, o, client, sideClient, prober, m, &ready)
 	}
 	if !o.leaderElect {
 		return lead(ctx)
 	}
-	return runLeaderElection(ctx, o, client, lead, logger)
+	return runLeaderElection(ctx, o, sideClient, lead, logger)
 }
 
-func runController(ctx context.Context, o *options, client kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool) error {
+func runController(ctx context.Context, o *options, client, eventClient kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventClient.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "stsroller"})
 
