@@ -39,7 +39,22 @@ const (
 	Image          = "stsroller:latest"
 	// ImageName is the name kustomize's images: matches.
 	ImageName = "stsroller"
+	// AdmissionPolicy names the ValidatingAdmissionPolicy (and its binding)
+	// that confines the ServiceAccount's writes (base/admission-policy.yaml).
+	AdmissionPolicy = "stsroller-own-fields"
 )
+
+// ServiceAccountUsername is the name the API server gives a ServiceAccount's
+// requests: what the admission policy's matchCondition compares with.
+func ServiceAccountUsername(namespace, name string) string {
+	return "system:serviceaccount:" + namespace + ":" + name
+}
+
+// admissionPolicyMatch is the admission policy's matchCondition for the
+// ServiceAccount name in namespace.
+func admissionPolicyMatch(namespace string) string {
+	return "request.userInfo.username == '" + ServiceAccountUsername(namespace, ServiceAccount) + "'"
+}
 
 // Options change what is rendered, the way a kustomize overlay would.
 type Options struct {
@@ -47,8 +62,9 @@ type Options struct {
 	// "name:tag" or "name@digest". Empty: keep.
 	Image string
 	// Namespace replaces stsroller-system everywhere: the Namespace, the
-	// namespaced objects and the bindings' subjects (kustomize namespace:).
-	// Empty: keep.
+	// namespaced objects and the bindings' subjects (kustomize namespace:),
+	// and the ServiceAccount the admission policy matches (a patch:
+	// kustomize does not look into CEL). Empty: keep.
 	Namespace string
 	// ServiceMonitor adds overlays/servicemonitor's ServiceMonitor; its CRD
 	// (monitoring.coreos.com/v1) must be installed to apply it.
@@ -108,6 +124,16 @@ func BuildWith(opts Options) ([]byte, error) {
 			}
 			k.Images = []types.Image{img}
 		}
+		if opts.Namespace != "" {
+			patch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/matchConditions/0/expression",
+				"value": admissionPolicyMatch(opts.Namespace)}})
+			if err != nil {
+				return nil, err
+			}
+			k.Patches = append(k.Patches, types.Patch{Patch: string(patch),
+				Target: &types.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: "admissionregistration.k8s.io", Version: "v1",
+					Kind: "ValidatingAdmissionPolicy"}, Name: AdmissionPolicy}}})
+		}
 		if len(opts.Args) > 0 {
 			var ops []map[string]any
 			for _, a := range opts.Args {
@@ -117,8 +143,8 @@ func BuildWith(opts Options) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			k.Patches = []types.Patch{{Patch: string(patch),
-				Target: &types.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: "apps", Version: "v1", Kind: "Deployment"}, Name: "stsroller"}}}}
+			k.Patches = append(k.Patches, types.Patch{Patch: string(patch),
+				Target: &types.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: "apps", Version: "v1", Kind: "Deployment"}, Name: "stsroller"}}})
 		}
 		b, err := yaml.Marshal(k)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -76,6 +77,8 @@ type rendered struct {
 	deployments         []*appsv1.Deployment
 	services            []*corev1.Service
 	budgets             []*policyv1.PodDisruptionBudget
+	policies            []*admissionregistrationv1.ValidatingAdmissionPolicy
+	policyBindings      []*admissionregistrationv1.ValidatingAdmissionPolicyBinding
 	other               []*unstructured.Unstructured
 }
 
@@ -88,7 +91,8 @@ func render(t *testing.T, opts Options) *rendered {
 	r := classify(t, objs)
 	if len(r.namespaces) != 1 || len(r.serviceAccounts) != 1 || len(r.clusterRoles) != 1 ||
 		len(r.clusterRoleBindings) != 1 || len(r.roles) != 1 || len(r.roleBindings) != 1 ||
-		len(r.deployments) != 1 || len(r.services) != 1 || len(r.budgets) != 1 {
+		len(r.deployments) != 1 || len(r.services) != 1 || len(r.budgets) != 1 ||
+		len(r.policies) != 1 || len(r.policyBindings) != 1 {
 		t.Fatalf("deploy/ should hold one of each object, got %s", r.counts())
 	}
 	if !opts.ServiceMonitor && len(r.other) > 0 {
@@ -121,6 +125,10 @@ func classify(t *testing.T, objs []runtime.Object) *rendered {
 			r.services = append(r.services, o)
 		case *policyv1.PodDisruptionBudget:
 			r.budgets = append(r.budgets, o)
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			r.policies = append(r.policies, o)
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			r.policyBindings = append(r.policyBindings, o)
 		case *unstructured.Unstructured:
 			r.other = append(r.other, o)
 		default:
@@ -131,9 +139,10 @@ func classify(t *testing.T, objs []runtime.Object) *rendered {
 }
 
 func (r *rendered) counts() string {
-	return fmt.Sprintf("%d Namespace, %d ServiceAccount, %d ClusterRole, %d ClusterRoleBinding, %d Role, %d RoleBinding, %d Deployment, %d Service, %d PodDisruptionBudget, %d other",
+	return fmt.Sprintf("%d Namespace, %d ServiceAccount, %d ClusterRole, %d ClusterRoleBinding, %d Role, %d RoleBinding, %d Deployment, %d Service, %d PodDisruptionBudget, %d ValidatingAdmissionPolicy, %d ValidatingAdmissionPolicyBinding, %d other",
 		len(r.namespaces), len(r.serviceAccounts), len(r.clusterRoles), len(r.clusterRoleBindings),
-		len(r.roles), len(r.roleBindings), len(r.deployments), len(r.services), len(r.budgets), len(r.other))
+		len(r.roles), len(r.roleBindings), len(r.deployments), len(r.services), len(r.budgets),
+		len(r.policies), len(r.policyBindings), len(r.other))
 }
 
 func TestClusterRoleIsExactlyWhatTheCodeCalls(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -102,6 +103,9 @@ type surface struct {
 	ServiceName                   string
 	ServicePorts                  []corev1.ServicePort
 	PDBMaxUnavailable             *intstr.IntOrString
+	AdmissionPolicyName           string
+	AdmissionPolicy               *admissionregistrationv1.ValidatingAdmissionPolicySpec
+	AdmissionPolicyBinding        *admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec
 }
 
 func surfaceOf(t *testing.T, r *rendered) surface {
@@ -136,6 +140,11 @@ func surfaceOf(t *testing.T, r *rendered) surface {
 		ServicePorts:       r.services[0].Spec.Ports,
 		PDBMaxUnavailable:  r.budgets[0].Spec.MaxUnavailable,
 	}
+	if len(r.policies) == 1 && len(r.policyBindings) == 1 {
+		s.AdmissionPolicyName = r.policies[0].Name
+		s.AdmissionPolicy = &r.policies[0].Spec
+		s.AdmissionPolicyBinding = &r.policyBindings[0].Spec
+	}
 	for _, b := range r.clusterRoleBindings {
 		s.Bindings["ClusterRoleBinding/"+b.Name+"->"+b.RoleRef.Kind+"/"+b.RoleRef.Name] = b.Subjects
 	}
@@ -165,6 +174,7 @@ func TestChartRendersWhatDeployRenders(t *testing.T) {
 		t.Errorf("the chart renders objects beyond deploy/'s (Helm creates the namespace): %s", h.counts())
 	}
 	checkSelects(t, h)
+	checkAdmissionPolicy(t, h, AdmissionPolicy)
 }
 
 // checkSelects: the ServiceAccount exists where the pods run; the selectors
@@ -336,6 +346,20 @@ func TestChartValues(t *testing.T) {
 			}
 		},
 	}, {
+		name:   "no admission policy",
+		values: "admissionPolicy: {enabled: false}",
+		check: func(t *testing.T, r *rendered) {
+			if len(r.policies)+len(r.policyBindings) != 0 {
+				t.Errorf("admissionPolicy.enabled false, got %s", r.counts())
+			}
+		},
+	}, {
+		name:   "one namespace: the admission policy confines the release's ServiceAccount",
+		values: "watchNamespace: databases",
+		check: func(t *testing.T, r *rendered) {
+			checkAdmissionPolicy(t, r, AdmissionPolicy)
+		},
+	}, {
 		name:    "another release name and namespace",
 		release: "prod",
 		values:  "",
@@ -349,6 +373,8 @@ func TestChartValues(t *testing.T) {
 			if diff := cmp.Diff(want, crb.Subjects); diff != "" || crb.RoleRef.Name != r.clusterRoles[0].Name {
 				t.Errorf("ClusterRoleBinding %s -> %s, subjects (-want +got):\n%s", crb.Name, crb.RoleRef.Name, diff)
 			}
+			// The policy matches prod-stsroller in ops (the Deployment's).
+			checkAdmissionPolicy(t, r, "prod-stsroller-own-fields")
 			for _, o := range []metav1.Object{r.deployments[0], r.services[0], r.roles[0], r.roleBindings[0], r.serviceAccounts[0], r.budgets[0]} {
 				if o.GetNamespace() != "ops" {
 					t.Errorf("%s in namespace %q, want the release's, ops", o.GetName(), o.GetNamespace())

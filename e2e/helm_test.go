@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -117,8 +118,10 @@ func TestHelmInstall(t *testing.T) {
 		}
 	}
 	// The controller's Role and RoleBinding, and leader election's.
+	// And the admission policy that confines the release's ServiceAccount.
 	want := map[string]int{"*v1.ServiceAccount": 1, "*v1.Role": 2, "*v1.RoleBinding": 2, "*v1.Deployment": 1,
-		"*v1.Service": 1, "*v1.PodDisruptionBudget": 1}
+		"*v1.Service": 1, "*v1.PodDisruptionBudget": 1,
+		"*v1.ValidatingAdmissionPolicy": 1, "*v1.ValidatingAdmissionPolicyBinding": 1}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("objects of the release (-want +got):\n%s", diff)
 	}
@@ -269,6 +272,18 @@ func compareLive(ctx context.Context, t *testing.T, o runtime.Object) error {
 		live, err = client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			want, got = []any{o.Spec.MaxUnavailable, o.Spec.Selector}, []any{live.Spec.MaxUnavailable, live.Spec.Selector}
+		}
+	case *admissionregistrationv1.ValidatingAdmissionPolicy:
+		var live *admissionregistrationv1.ValidatingAdmissionPolicy
+		live, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			want, got = []any{o.Spec.MatchConditions, o.Spec.Variables, o.Spec.Validations}, []any{live.Spec.MatchConditions, live.Spec.Variables, live.Spec.Validations}
+		}
+	case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+		var live *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+		live, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			want, got = []any{o.Spec.PolicyName, o.Spec.ValidationActions}, []any{live.Spec.PolicyName, live.Spec.ValidationActions}
 		}
 	case *unstructured.Unstructured:
 		return fmt.Errorf("the default release holds a %s, which this cluster has no CRD for", o.GetKind())

@@ -23,6 +23,7 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	utilruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
@@ -49,12 +50,30 @@ type Recorder struct {
 }
 
 // Watch records every request client receives from now on; it changes no
-// answer.
+// answer. The fake sends get, list, create, update, patch, delete and
+// evictions through its reaction chain, and watches (an informer's, after
+// its list) through a chain of their own: both are hooked.
 func (r *Recorder) Watch(client *fake.Clientset) {
 	client.PrependReactor("*", "*", func(a k8stesting.Action) (bool, utilruntime.Object, error) {
 		r.Add(requestOf(a))
 		return false, nil, nil
 	})
+	client.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		r.Add(requestOf(a))
+		return false, nil, nil
+	})
+}
+
+// Requests are the kinds of request recorded so far, sorted.
+func (r *Recorder) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Request, 0, len(r.seen))
+	for req := range r.seen {
+		out = append(out, req)
+	}
+	slices.SortFunc(out, func(a, b Request) int { return strings.Compare(a.String(), b.String()) })
+	return out
 }
 
 // Add records one request.

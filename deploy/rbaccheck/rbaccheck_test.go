@@ -1,6 +1,7 @@
 package rbaccheck
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,5 +40,37 @@ func TestRecorderChecksTheClusterRole(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "eviction") {
 		t.Errorf("Check names a granted request: %v", err)
+	}
+}
+
+// TestRecorderChecksWatchesAndLists: watches go through the fake's watch
+// reaction chain, lists through the other; both are recorded and checked.
+func TestRecorderChecksWatchesAndLists(t *testing.T) {
+	var r Recorder
+	client := fake.NewClientset()
+	r.Watch(client)
+	ctx := t.Context()
+	w, err := client.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Stop()
+	_, _ = client.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{})
+	if err := r.Check(); err != nil {
+		t.Errorf("granted watch and list: %v", err)
+	}
+	want := []Request{{Verb: "list", Group: "apps", Resource: "statefulsets"}, {Verb: "watch", Group: "", Resource: "pods"}}
+	if got := r.Requests(); !slices.Equal(got, want) {
+		t.Errorf("recorded %v, want %v", got, want)
+	}
+	if w, err := client.CoreV1().Secrets("").Watch(ctx, metav1.ListOptions{}); err == nil {
+		w.Stop()
+	}
+	_, _ = client.CoreV1().ConfigMaps("ns").List(ctx, metav1.ListOptions{})
+	err = r.Check()
+	for _, want := range []string{"watch core secrets", "list core configmaps"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check's error does not name %q: %v", want, err)
+		}
 	}
 }
