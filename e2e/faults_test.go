@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/e2e/faultproxy"
@@ -126,7 +128,17 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 	client := framework.Client(t)
 	ns := framework.Namespace(ctx, t, client)
 	e := &faultEnv{t: t, ctx: ctx, client: client, ns: ns, version: 1, invalidOK: map[string]bool{}}
-	check, err := invariants.Watch(ctx, client, ns)
+	// stsroller runs as its own identity, deploy/'s ClusterRole bound to a
+	// user of its own, also behind the fault proxy; the checker knows its
+	// requests in the audit log by that user and its user agent.
+	ownKubeconfig, id, own, err := framework.ControllerIdentity(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check, err := invariants.WatchWith(ctx, client, ns, invariants.Options{Identity: id, AuditLog: os.Getenv(framework.EnvAuditLog)})
+	if errors.Is(err, invariants.ErrNoAuditLog) {
+		t.Skip(err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,13 +163,19 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 			s.Requests = e.proxy.Requests()
 			t.Logf("fault proxy: %s", e.proxy)
 		}
-		t.Logf("invariants: %d checks, %d violations, %d deletions seen (%d with grace period 0, not ours), %d rollouts completed, %d restarts",
-			st.Checks, st.Violations, st.Deletions, st.Immediate, st.Completed, e.restarts)
+		t.Logf("invariants: %d checks, %d violations, %d deletions seen; stsroller's: %d removals, %d drain requests, %d refused, %d repeated; %d deletes by others; %d rollouts completed, %d restarts",
+			st.Checks, st.Violations, st.Deletions, st.Removals, st.DrainRequests, st.Refused, st.Repeats, st.Others, st.Completed, e.restarts)
 		recordStats(s)
 	})
 	kubeconfig := ""
+	if own {
+		kubeconfig = ownKubeconfig
+	}
 	if o.faultRate > 0 {
 		cfg, err := framework.Config()
+		if own {
+			cfg, err = clientcmd.BuildConfigFromFlags("", ownKubeconfig)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -474,7 +492,6 @@ func (e *faultEnv) drain(node string, afterFirst func()) (evicted int) {
 				continue
 			}
 			left++
-			e.check.External(p.UID)
 			err := e.client.CoreV1().Pods(e.ns).EvictV1(ctx, &policyv1.Eviction{
 				ObjectMeta:    metav1.ObjectMeta{Name: p.Name, Namespace: e.ns},
 				DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &p.UID}},
@@ -636,8 +653,6 @@ func TestFaultOddInput(t *testing.T) {
 		pods, _ := e.setPods(e.ctx, "db")
 		for _, p := range pods {
 			p := p
-			// The garbage collector's deletions are not stsroller's.
-			e.check.External(p.UID)
 			// A finalizer holds the pods, so the StatefulSet stays with its
 			// deletion timestamp for a while.
 			if _, err := e.client.CoreV1().Pods(e.ns).Patch(e.ctx, p.Name, types.MergePatchType,

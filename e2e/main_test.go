@@ -92,6 +92,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.Unsetenv("KUBECONFIG")
+	// The audit log the invariants checker attributes removals from, and
+	// stsroller's own identity.
+	for k, v := range map[string]string{framework.EnvAuditLog: c.AuditLog,
+		framework.EnvControllerKubeconfig: c.ControllerKubeconfig, framework.EnvControllerUser: cluster.ControllerUser} {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			return 1
+		}
+		defer os.Unsetenv(k)
+	}
 	if c.RealNode() {
 		framework.ContainerPID = c.ContainerPID
 		// The DNS tests' shared BIND pair, on the host address the real

@@ -51,7 +51,18 @@ var clientIdentities = map[string]struct {
 	// kwok plays the kubelet of every node and writes pods/status, nodes and
 	// leases for all of them; the node authorizer would only let one node act.
 	"kwok": {"kwok", []string{"system:masters"}},
+	// stsroller's own identity: a user in no group, with no rights until a
+	// test binds it to a role.
+	ControllerIdentity: {ControllerUser, nil},
 }
+
+// ControllerIdentity names stsroller's client identity (its kubeconfig is
+// Cluster.ControllerKubeconfig), and ControllerUser is its user name, as the
+// API server and its audit log see it.
+const (
+	ControllerIdentity = "stsroller"
+	ControllerUser     = "stsroller-e2e-controller"
+)
 
 // newPKI generates a CA, the apiserver's serving certificate, client
 // certificates for the admin and every component, and the service-account

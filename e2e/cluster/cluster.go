@@ -83,6 +83,15 @@ type Cluster struct {
 	WorkDir string
 	// Nodes are the names of the kwok nodes.
 	Nodes []string
+	// AuditLog is the kube-apiserver's audit log: JSON lines of
+	// audit.k8s.io/v1 Events for every pod delete, pods/eviction create and
+	// pod patch (see auditPolicy).
+	AuditLog string
+	// ControllerKubeconfig is the kubeconfig of stsroller's own identity, a
+	// client certificate for the user ControllerUser in no group. It has no
+	// rights until bound to a role (e2e/framework binds deploy/'s
+	// ClusterRole).
+	ControllerKubeconfig string
 
 	opts       Options
 	removeWork bool
@@ -109,7 +118,7 @@ var binaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeSchedule
 var workDirEntries = []string{
 	"owner.pid", "pids", "logs", "etcd", "home", "pki", KubeControllerManager, KubeScheduler,
 	"kubeconfig", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig", "kwok.kubeconfig",
-	"kwok-stages.yaml", "node",
+	"kwok-stages.yaml", "node", "audit-policy.yaml", ControllerIdentity + ".kubeconfig",
 }
 
 // Address ranges of the cluster.
@@ -378,33 +387,37 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 }
 
 func (c *Cluster) startAPIServer(ctx context.Context) error {
-	p, err := c.run(KubeAPIServer,
+	audit, err := c.auditArgs()
+	if err != nil {
+		return err
+	}
+	p, err := c.run(KubeAPIServer, append([]string{
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(c.ports.apiserver),
-		"--etcd-servers="+fmt.Sprintf("http://127.0.0.1:%d", c.ports.etcdClient),
-		"--tls-cert-file="+c.pki.serving,
-		"--tls-private-key-file="+c.pki.servingKey,
-		"--client-ca-file="+c.pki.caCert,
-		"--requestheader-client-ca-file="+c.pki.frontProxyCA,
+		"--secure-port=" + strconv.Itoa(c.ports.apiserver),
+		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", c.ports.etcdClient),
+		"--tls-cert-file=" + c.pki.serving,
+		"--tls-private-key-file=" + c.pki.servingKey,
+		"--client-ca-file=" + c.pki.caCert,
+		"--requestheader-client-ca-file=" + c.pki.frontProxyCA,
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file="+c.pki.frontProxyClient,
-		"--proxy-client-key-file="+c.pki.frontProxyKey,
+		"--proxy-client-cert-file=" + c.pki.frontProxyClient,
+		"--proxy-client-key-file=" + c.pki.frontProxyKey,
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+c.pki.saPub,
-		"--service-account-signing-key-file="+c.pki.saKey,
-		"--service-cluster-ip-range="+serviceCIDR,
+		"--service-account-key-file=" + c.pki.saPub,
+		"--service-account-signing-key-file=" + c.pki.saKey,
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--allow-privileged=true",
 		// The Endpoints of the kubernetes Service cannot hold a loopback
 		// address; do not try to reconcile them.
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
-		"--cert-dir="+c.path("pki"),
-	)
+		"--cert-dir=" + c.path("pki"),
+	}, audit...)...)
 	if err != nil {
 		return err
 	}
@@ -463,6 +476,7 @@ func (c *Cluster) writeKubeconfigs() error {
 		}
 	}
 	c.Kubeconfig = c.kubeconfigOf("admin")
+	c.ControllerKubeconfig = c.kubeconfigOf(ControllerIdentity)
 	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
 
@@ -122,6 +125,9 @@ func TestStartStop(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	checkAuditLog(t, c, pod.Name)
+	checkControllerIdentity(ctx, t, c)
+
 	pids := c.Usage()
 	workDir := c.WorkDir
 	c.Stop()
@@ -133,6 +139,63 @@ func TestStartStop(t *testing.T) {
 	}
 	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
 		t.Errorf("work dir %s still there after Stop (%v)", workDir, err)
+	}
+}
+
+// checkAuditLog: the pod's deletion is in the audit log, with the admin's
+// user name, the response code and the request's time; its reads are not.
+func checkAuditLog(t *testing.T, c *Cluster, pod string) {
+	t.Helper()
+	data, err := os.ReadFile(c.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for line := range strings.Lines(string(data)) {
+		var e struct {
+			Verb, Stage              string
+			User                     struct{ Username string }
+			ObjectRef                struct{ Resource, Namespace, Name, Subresource string }
+			ResponseStatus           struct{ Code int }
+			RequestReceivedTimestamp time.Time
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit log line %q: %v", line, err)
+		}
+		if e.Verb != "delete" && e.Verb != "deletecollection" && e.Verb != "patch" && !(e.Verb == "create" && e.ObjectRef.Subresource == "eviction") {
+			t.Errorf("audit log has a %s of %s: the policy logs only pod removals and patches", e.Verb, e.ObjectRef.Resource)
+		}
+		if e.Stage != "ResponseComplete" && e.Stage != "Panic" {
+			t.Errorf("audit log has stage %s", e.Stage)
+		}
+		// kwok's final delete of the terminating pod is there too.
+		if e.Verb == "delete" && e.ObjectRef.Name == pod && e.ObjectRef.Namespace == "default" && e.User.Username == "stsroller-e2e-admin" {
+			found = true
+			if e.ResponseStatus.Code != 200 || e.RequestReceivedTimestamp.IsZero() {
+				t.Errorf("the pod's deletion in the audit log: %+v", e)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the pod's deletion is not in the audit log %s:\n%s", c.AuditLog, lastLines(string(data), 10))
+	}
+}
+
+// checkControllerIdentity: stsroller's identity authenticates as
+// ControllerUser and, bound to nothing, may do nothing.
+func checkControllerIdentity(ctx context.Context, t *testing.T, c *Cluster) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.ControllerKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `"`+ControllerUser+`"`) {
+		t.Errorf("listing pods as stsroller's identity: %v, want Forbidden for user %s", err, ControllerUser)
 	}
 }
 

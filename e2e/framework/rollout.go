@@ -86,7 +86,7 @@ func WatchPods(ctx context.Context, t testing.TB, client kubernetes.Interface, s
 			}
 			if p, ok := obj.(*corev1.Pod); ok && p.DeletionTimestamp == nil {
 				// A grace-0 deletion, which stsroller never makes (kwok
-				// does: see invariants.OnPodDeletedAtOnce), is not one
+				// does: see invariants.DeletedAtOnce), is not one
 				// of its deletions; a re-list's tombstone may hide the
 				// deletion timestamp and counts as one.
 				if !tombstone && invariants.DeletedAtOnce(p) {

@@ -1,35 +1,61 @@
-// Package invariants checks, from one watch of a test namespace's pods (with
-// its StatefulSets and PodDisruptionBudgets), the promises stsroller makes
-// whatever goes wrong around it:
+// Package invariants judges what stsroller asked of the API server against
+// the state of the cluster at the moment it asked.
 //
-//  1. max-unavailable: when stsroller deletes a Ready pod, the StatefulSet
-//     has at most max-unavailable pods unavailable afterwards, counting every
-//     pod that is not Ready, terminating, or missing (an ordinal below
-//     spec.replicas with no pod); and, for any pod, at most max-unavailable
-//     replacements of its deletions are in flight (deleted, the replacement
-//     not yet Ready).
-//  2. PDB headroom: whoever disrupts a Ready pod (stsroller, a drain), the
-//     pods each budget selects stay at least at its desired healthy count.
-//  3. Only outdated pods: a deleted pod's controller-revision-hash differs
-//     from the StatefulSet's update revision.
-//  4. Once per revision: no pod name is deleted twice for one update
-//     revision.
-//  5. Hands off: no pod of another owner (another controller, no controller,
-//     a StatefulSet being deleted) is deleted or gets stsroller's condition.
+// Who removed a pod, when, and with what answer comes from the
+// kube-apiserver's audit log (e2e/cluster writes one): every pod delete,
+// pods/eviction create and pod patch of the test's namespace, with the user,
+// the user agent, the response code and the time the API server received
+// the request. A request is stsroller's when its Identity matches; only the
+// successful (2xx) ones took effect. Nothing is inferred from pod state:
+// kwok's late delete by name, the garbage collector, a drain and the
+// StatefulSet controller are simply not stsroller.
 //
-// All pod changes come through one watch, in resourceVersion order, so what
-// the checker counts at a deletion is what the cluster held at that moment.
-// Deletions are attributed once the StatefulSet's state around them is known
-// (a grace period later), since the StatefulSet arrives on another watch:
-// ordinals at or above spec.replicas are the StatefulSet controller's
-// scale-down; pods the test declares External (a drain) are checked against
-// the budgets only; every other deletion is stsroller's.
+// The state at a request's time comes from one watch of the namespace's
+// pods, StatefulSets and PodDisruptionBudgets, every change kept with the
+// time it arrived. A watch delivers a change after the API server made it,
+// never before, so the state the API server had at time T is either the
+// last one that arrived by T or one that arrived within Lag after it: the
+// checker looks ahead, never back. A rule fires only if it fires for every
+// state the API server may have had, so a lagging watch causes no false
+// violation, and a change made before the request and shown after it
+// cannot hide one for longer than Lag.
+//
+// The rules, for each of stsroller's successful removals (a delete or an
+// eviction) and drain requests (a patch that sets stsroller.io/drain-requested):
+//
+//   - hands off: the pod belongs to a StatefulSet that exists; it is not
+//     being deleted, is enabled, OnDelete, valid, not paused, and its
+//     generation was observed;
+//   - only outdated pods: the pod's controller-revision-hash is not the
+//     update revision;
+//   - partition: at least stsroller.io/partition pods of the old revision
+//     stay (outdated, not removed, not asked to drain);
+//   - Ready pods only by eviction: stsroller deletes only pods that are not
+//     Running and Ready;
+//   - leader last, and alone: a healthy pod matching the leader selector goes
+//     (or is asked) only while every other pod is updated and Ready;
+//   - max-unavailable: an eviction or a drain request leaves at most
+//     max-unavailable pods unavailable or asked to drain, itself included;
+//     an unhealthy pod's deletion leaves at most max-unavailable
+//     replacements in flight (missing, terminating, updated and not Ready);
+//   - drain handshake: with stsroller.io/drain-timeout-seconds, a healthy
+//     pod is evicted only after its request for the update revision was
+//     answered (stsroller.io/drain-complete) or timed out;
+//   - no deletecollection.
+//
+// For every successful eviction, by anyone, of a Ready pod: each budget over
+// it keeps its desired healthy pods. And no pod of a StatefulSet stsroller
+// does not manage gets its DNS condition.
+//
+// The checker parses stsroller's annotations itself (config.go), never with
+// the policy package it checks.
 package invariants
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,40 +74,77 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-
-	"github.com/stsroller/stsroller/policy"
 )
 
-// Grace is how long after a deletion the checker waits for the StatefulSet's
-// state (update revision, replicas, deletion) around it before attributing
-// and checking it.
-const Grace = 3 * time.Second
+// Lag is how long after the API server made a change the checker's watch may
+// show it: a request at T is judged against every state that arrived by
+// T+Lag (the last one by T and those after it).
+const Lag = 2 * time.Second
+
+// settle is how long after T+Lag a request waits before it is judged, for
+// the audit lines of requests received before it.
+const settle = time.Second
+
+// EnvAuditLog names the API server's audit log for Watch; the e2e suite's
+// TestMain sets it to the local cluster's.
+const EnvAuditLog = "STSROLLER_E2E_AUDIT_LOG"
+
+// ErrNoAuditLog: Watch was given no audit log, so nothing can be attributed.
+var ErrNoAuditLog = errors.New("no kube-apiserver audit log (" + EnvAuditLog + " is empty): the invariants are judged from the requests it records; the local cluster of e2e/cluster writes one")
+
+// Options configure a checker.
+type Options struct {
+	// Identity is stsroller's. Default DefaultIdentity.
+	Identity Identity
+	// AuditLog is the path of the API server's audit log (JSON lines of
+	// audit.k8s.io/v1 Events). Watch's default: $STSROLLER_E2E_AUDIT_LOG.
+	AuditLog string
+}
 
 // Checker checks the invariants of one namespace. Its methods are safe for
 // concurrent use.
 type Checker struct {
-	clock clock.Clock
+	clock    clock.Clock
+	identity Identity
+	tail     *auditTail // nil without Watch
+	ns       string
 
-	mu       sync.Mutex
-	sets     map[string]*setState // by name
-	pods     map[string]*corev1.Pod
-	pdbs     map[string]*policyv1.PodDisruptionBudget
-	external map[types.UID]bool
-	// immediate counts pods deleted with grace period 0 (OnPodDeletedAtOnce).
-	immediate  int
-	pending    []*deletion
-	inFlight   map[string]*deletion // by pod name: the last deletion whose replacement is not Ready yet
-	perRev     map[string]int       // "sts/pod/revision" -> stsroller deletions
+	mu      sync.Mutex
+	sets    map[string]*setState // by name
+	pods    map[string]*corev1.Pod
+	history map[string][]podAt // by pod name, oldest first
+	pdbs    map[string]*policyv1.PodDisruptionBudget
+	// removals are every successful delete and eviction, by anyone, by pod
+	// name: a pod removed before a request is unavailable at it.
+	removals map[string][]*removal
+	pending  []*AuditEvent
+
 	checks     int
 	violations []string
 	deletions  int
 	completed  int
+	stats      Stats
+}
+
+// podAt is a pod as the watch showed it at a time; pod is nil once it is
+// gone.
+type podAt struct {
+	at  time.Time
+	pod *corev1.Pod
+}
+
+type removal struct {
+	at   time.Time
+	name string
+	// uid is the incarnation removed, known once the watch has had Lag.
+	uid      types.UID
+	resolved bool
 }
 
 type setState struct {
 	uid  types.UID
 	name string
-	// history of what matters, oldest first, one entry per change.
+	// history of the StatefulSet, oldest first, one entry per change.
 	history []setAt
 	// phases are the distinct phase/reason pairs of the status seen, in
 	// order.
@@ -89,80 +152,50 @@ type setState struct {
 }
 
 type setAt struct {
-	at             time.Time
-	replicas       int32
-	maxUnavailable int32
-	partition      int32
-	updateRevision string // "" while status.observedGeneration < generation
-	deleting       bool   // deletion timestamp set, or the object is gone
-	managed        bool
-	status         *policy.Status
-}
-
-func (s *setState) last() setAt { return s.history[len(s.history)-1] }
-
-// window returns the states in force during [from, to].
-func (s *setState) window(from, to time.Time) []setAt {
-	var out []setAt
-	for i, h := range s.history {
-		next := time.Time{}
-		if i+1 < len(s.history) {
-			next = s.history[i+1].at
-		}
-		if h.at.After(to) || (!next.IsZero() && next.Before(from)) {
-			continue
-		}
-		out = append(out, h)
-	}
-	return out
-}
-
-// deletion is one pod seen deleted, with what the namespace held right
-// after.
-type deletion struct {
-	at  time.Time
-	pod *corev1.Pod // as it was just before
-	// set is the controlling StatefulSet's name, "" for a pod of another
-	// owner.
-	set      string
-	ready    bool
-	external bool
-	// readyOthers counts the set's other Ready, not terminating pods by
-	// ordinal.
-	readyOthers []int
-	// inFlight are the deletions of the set's other pods whose replacements
-	// were not Ready.
-	inFlight []*deletion
-	// pdbs: for each budget that selects the pod, its healthy pods after.
-	pdbs map[string]pdbAfter
-	// resolved: attributed to stsroller (byUs) or not.
-	resolved, byUs bool
-}
-
-type pdbAfter struct {
-	healthy int
-	pdb     *policyv1.PodDisruptionBudget
-	// owners are the StatefulSets of the selected pods, for the expected
-	// count; others counts selected pods of no known StatefulSet.
-	owners map[string]bool
-	others int
+	at       time.Time
+	replicas int32
+	cfg      config
+	// updateRevision is status.updateRevision; observed says whether
+	// status.observedGeneration >= metadata.generation.
+	updateRevision string
+	observed       bool
+	deleting       bool // deletion timestamp set, or the object is gone
+	status         *status
 }
 
 // New returns a checker fed by nothing yet; Watch feeds it from a cluster,
 // tests feed it with the On* methods.
-func New(clk clock.Clock) *Checker {
+func New(clk clock.Clock, opts Options) *Checker {
+	if opts.Identity == (Identity{}) {
+		opts.Identity = DefaultIdentity
+	}
 	return &Checker{
-		clock: clk, sets: map[string]*setState{}, pods: map[string]*corev1.Pod{},
-		pdbs: map[string]*policyv1.PodDisruptionBudget{}, external: map[types.UID]bool{},
-		inFlight: map[string]*deletion{}, perRev: map[string]int{},
+		clock: clk, identity: opts.Identity, sets: map[string]*setState{}, pods: map[string]*corev1.Pod{},
+		history: map[string][]podAt{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
+		removals: map[string][]*removal{},
 	}
 }
 
-// Watch starts a checker on namespace ns until ctx is done: informers on its
-// pods, StatefulSets and PodDisruptionBudgets, and a loop that checks the
-// deletions once their grace has passed.
+// Watch starts a checker on namespace ns until ctx is done, with the audit
+// log of $STSROLLER_E2E_AUDIT_LOG and DefaultIdentity.
 func Watch(ctx context.Context, client kubernetes.Interface, ns string) (*Checker, error) {
-	c := New(clock.RealClock{})
+	return WatchWith(ctx, client, ns, Options{AuditLog: os.Getenv(EnvAuditLog)})
+}
+
+// WatchWith starts a checker on namespace ns until ctx is done: informers
+// on its pods, StatefulSets and PodDisruptionBudgets, a tail of the audit
+// log from its current end, and a loop that judges each request once the
+// watch has had Lag to show the state around it.
+func WatchWith(ctx context.Context, client kubernetes.Interface, ns string, opts Options) (*Checker, error) {
+	if opts.AuditLog == "" {
+		return nil, ErrNoAuditLog
+	}
+	tail, err := openAuditTail(opts.AuditLog)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	c := New(clock.RealClock{}, opts)
+	c.tail, c.ns = tail, ns
 	f := kinformers.NewSharedInformerFactoryWithOptions(client, 0, kinformers.WithNamespace(ns))
 	handlers := []struct {
 		inf cache.SharedIndexInformer
@@ -189,6 +222,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns string) (*Checke
 	}
 	for _, h := range handlers {
 		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			tail.close()
 			return nil, err
 		}
 	}
@@ -201,22 +235,18 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns string) (*Checke
 		AddFunc:    func(o any) { c.OnPod(o.(*corev1.Pod)) },
 		UpdateFunc: func(_, o any) { c.OnPod(o.(*corev1.Pod)) },
 		DeleteFunc: func(o any) {
-			_, tombstone := o.(cache.DeletedFinalStateUnknown)
 			if p, ok := unwrap(o).(*corev1.Pod); ok {
-				if tombstone {
-					c.OnPodDeleted(p)
-				} else {
-					c.OnPodDeletedAtOnce(p)
-				}
+				c.OnPodDeleted(p)
 			}
 		},
 	}); err != nil {
+		tail.close()
 		return nil, err
 	}
 	f.Start(ctx.Done())
 	f.WaitForCacheSync(ctx.Done())
 	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -238,14 +268,6 @@ func unwrap(o any) any {
 	return o
 }
 
-// External declares that the pod with this UID will be disrupted by another
-// actor (a drain): its deletion is checked against the budgets only.
-func (c *Checker) External(uid types.UID) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.external[uid] = true
-}
-
 // OnStatefulSet records a StatefulSet's state.
 func (c *Checker) OnStatefulSet(s *appsv1.StatefulSet) {
 	c.mu.Lock()
@@ -255,21 +277,12 @@ func (c *Checker) OnStatefulSet(s *appsv1.StatefulSet) {
 		st = &setState{uid: s.UID, name: s.Name}
 		c.sets[s.Name] = st
 	}
-	h := setAt{at: c.clock.Now(), replicas: policy.Replicas(s), deleting: s.DeletionTimestamp != nil,
-		managed: policy.Enabled(s) && policy.IsOnDelete(s), status: policy.ParseStatus(s.Annotations)}
-	if s.Status.ObservedGeneration >= s.Generation {
-		h.updateRevision = s.Status.UpdateRevision
-	} else if len(st.history) > 0 {
-		h.updateRevision = st.last().updateRevision
-	}
-	if cfg, err := policy.ParseConfig(s); err == nil {
-		h.maxUnavailable, h.partition = cfg.MaxUnavailable, cfg.Partition
-	} else {
-		h.maxUnavailable = 0 // misconfigured: nothing may be deleted
-	}
+	h := setAt{at: c.clock.Now(), replicas: ptr.Deref(s.Spec.Replicas, 1), cfg: parseConfig(s),
+		updateRevision: s.Status.UpdateRevision, observed: s.Status.ObservedGeneration >= s.Generation,
+		deleting: s.DeletionTimestamp != nil, status: parseStatus(s.Annotations)}
 	st.history = append(st.history, h)
 	if h.status != nil {
-		pr := string(h.status.Phase) + "/" + h.status.Reason
+		pr := h.status.Phase + "/" + h.status.Reason
 		if len(st.phases) == 0 || st.phases[len(st.phases)-1] != pr {
 			st.phases = append(st.phases, pr)
 		}
@@ -295,7 +308,7 @@ func (c *Checker) OnStatefulSetDeleted(s *appsv1.StatefulSet) {
 	if st == nil || st.uid != s.UID {
 		return
 	}
-	h := st.last()
+	h := st.history[len(st.history)-1]
 	h.at, h.deleting = c.clock.Now(), true
 	st.history = append(st.history, h)
 }
@@ -314,54 +327,49 @@ func (c *Checker) OnPDBDeleted(p *policyv1.PodDisruptionBudget) {
 	delete(c.pdbs, p.Name)
 }
 
-// OnPod records a pod's new state; a deletion timestamp that appears is a
-// deletion.
+// OnPod records a pod's new state.
 func (c *Checker) OnPod(p *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.clock.Now()
 	old := c.pods[p.Name]
 	if old != nil && old.UID != p.UID {
 		// The old pod went without our seeing its end.
-		c.deletedLocked(old)
+		c.goneLocked(old, now)
 		old = nil
 	}
-	c.pods[p.Name] = p
-	c.touchedLocked(old, p)
 	if old != nil && old.DeletionTimestamp == nil && p.DeletionTimestamp != nil {
-		if ForcedDeletion(p) {
-			c.external[p.UID] = true
-			c.immediate++
-		}
-		c.deletedLocked(old)
+		c.deletions++
 	}
-	if p.DeletionTimestamp == nil && ready(p) {
-		delete(c.inFlight, p.Name)
-	}
+	c.pods[p.Name] = p
+	c.history[p.Name] = append(c.history[p.Name], podAt{at: now, pod: p})
+	c.touchedLocked(old, p)
 }
 
-// OnPodDeleted records a pod that is gone; if it never had a deletion
-// timestamp, this is its deletion.
-func (c *Checker) OnPodDeleted(p *corev1.Pod) { c.podGone(p, false) }
+// OnPodDeleted records a pod that is gone.
+func (c *Checker) OnPodDeleted(p *corev1.Pod) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.pods[p.Name]
+	if old == nil || old.UID != p.UID {
+		return
+	}
+	c.goneLocked(old, c.clock.Now())
+}
 
-// OnPodDeletedAtOnce records a pod that is gone, as a watch's DELETED event
-// reports it (not a tombstone of a re-list, which may hide a deletion
-// timestamp). A pod with a grace period that goes without ever showing a
-// deletion timestamp was deleted with grace period 0. stsroller never does
-// that (its deletions and evictions keep the pod's grace period), kwok does:
-// it finalizes a terminating pod with a delete by name, without a UID
-// precondition, and when it acts on a pod's old incarnation late, the
-// StatefulSet controller's replacement of the same name goes instead (seen
-// in the soak under 20% API faults). Such a deletion is checked against the
-// budgets only, as External's.
-func (c *Checker) OnPodDeletedAtOnce(p *corev1.Pod) { c.podGone(p, true) }
+func (c *Checker) goneLocked(old *corev1.Pod, now time.Time) {
+	if old.DeletionTimestamp == nil {
+		c.deletions++
+	}
+	delete(c.pods, old.Name)
+	c.history[old.Name] = append(c.history[old.Name], podAt{at: now})
+}
 
 // ForcedDeletion says whether a terminating pod was deleted with grace period
 // 0 on purpose: its deletion grace period is 0 though it has one of its own,
-// runs on a node and has not finished (the API server shortens the grace
-// period to 0 only for unscheduled or finished pods). The API server shows
-// such a pod terminating for a moment before it goes, so a watch may see
-// either this or only its DELETED event (OnPodDeletedAtOnce). stsroller never
-// deletes so; kwok does, and by name, so a late one can hit the replacement.
+// runs on a node and has not finished. The checker does not need it (the
+// audit log says who deleted); framework's pod watcher, which has no audit
+// log, uses it to leave kwok's late delete by name out of its counts.
 func ForcedDeletion(p *corev1.Pod) bool {
 	return p.DeletionTimestamp != nil && p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds == 0 &&
 		ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0 &&
@@ -369,44 +377,31 @@ func ForcedDeletion(p *corev1.Pod) bool {
 }
 
 // DeletedAtOnce says whether a pod that a watch's DELETED event reports gone,
-// never having shown a deletion timestamp, was deleted with grace period 0:
-// it has a grace period of its own (see OnPodDeletedAtOnce).
+// never having shown a deletion timestamp, was deleted with grace period 0
+// (see ForcedDeletion: for framework's pod watcher, not the checker).
 func DeletedAtOnce(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil &&
 		ptr.Deref(p.Spec.TerminationGracePeriodSeconds, corev1.DefaultTerminationGracePeriodSeconds) > 0
 }
 
-func (c *Checker) podGone(p *corev1.Pod, watched bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.pods[p.Name]
-	if old == nil || old.UID != p.UID {
-		return
-	}
-	delete(c.pods, p.Name)
-	if old.DeletionTimestamp == nil {
-		if watched && DeletedAtOnce(old) {
-			c.external[old.UID] = true
-			c.immediate++
-		}
-		c.deletedLocked(old)
-	}
-}
-
 // touchedLocked checks that stsroller's pod condition appears only on pods
 // of managed StatefulSets.
 func (c *Checker) touchedLocked(old, cur *corev1.Pod) {
-	set := c.ownerLocked(cur)
-	if set != "" && c.sets[set].last().managed {
-		return
+	if set := c.ownerLocked(cur); set != "" {
+		h := c.sets[set].last()
+		if h.cfg.enabled && h.cfg.onDelete {
+			return
+		}
 	}
 	c.checks++
-	before := conditionOf(old, policy.ConditionDNSPropagated)
-	after := conditionOf(cur, policy.ConditionDNSPropagated)
+	before := conditionOf(old, ConditionDNSPropagated)
+	after := conditionOf(cur, ConditionDNSPropagated)
 	if after != nil && (before == nil || *before != *after) {
 		c.violatef("pod %s of another owner got condition %s=%s", cur.Name, after.Type, after.Status)
 	}
 }
+
+func (s *setState) last() setAt { return s.history[len(s.history)-1] }
 
 func conditionOf(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
 	if p == nil {
@@ -434,177 +429,491 @@ func (c *Checker) ownerLocked(p *corev1.Pod) string {
 	return ""
 }
 
-func (c *Checker) deletedLocked(p *corev1.Pod) {
-	c.deletions++
-	d := &deletion{at: c.clock.Now(), pod: p, set: c.ownerLocked(p), ready: ready(p), external: c.external[p.UID], pdbs: map[string]pdbAfter{}}
-	if d.set != "" {
-		for _, o := range c.pods {
-			if o.UID == p.UID || o.DeletionTimestamp != nil || !ready(o) || c.ownerLocked(o) != d.set {
-				continue
-			}
-			if n, ok := ordinal(o.Name, d.set); ok {
-				d.readyOthers = append(d.readyOthers, n)
-			}
-		}
-		for name, f := range c.inFlight {
-			if name != p.Name && f.set == d.set {
-				d.inFlight = append(d.inFlight, f)
-			}
-		}
-		c.inFlight[p.Name] = d
-	}
-	for name, pdb := range c.pdbs {
-		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-		if err != nil || sel.Empty() || !sel.Matches(labels.Set(p.Labels)) {
-			continue
-		}
-		a := pdbAfter{pdb: pdb, owners: map[string]bool{}}
-		for _, o := range c.pods {
-			if !sel.Matches(labels.Set(o.Labels)) {
-				continue
-			}
-			if s := c.ownerLocked(o); s != "" {
-				a.owners[s] = true
-			} else {
-				a.others++
-			}
-			if o.UID != p.UID && o.DeletionTimestamp == nil && ready(o) {
-				a.healthy++
-			}
-		}
-		d.pdbs[name] = a
-	}
-	c.pending = append(c.pending, d)
+// OnAudit records an audit event of the namespace (Watch feeds the audit
+// log's): a removal by anyone is noted at once, stsroller's requests are
+// judged once the watch has had Lag.
+func (c *Checker) OnAudit(e *AuditEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.auditLocked(e)
 }
 
-// Resolve checks the deletions whose grace has passed, or all of them.
+func (c *Checker) auditLocked(e *AuditEvent) {
+	k := e.kind()
+	if k == "" {
+		return
+	}
+	if (k == kindDelete || k == kindEvict) && e.succeeded() {
+		c.removals[e.ObjectRef.Name] = append(c.removals[e.ObjectRef.Name],
+			&removal{at: e.RequestReceivedTimestamp, name: e.ObjectRef.Name})
+	}
+	ours := c.identity.matches(e)
+	switch {
+	case ours && !e.succeeded():
+		if k != kindPatch {
+			c.stats.Refused++
+		}
+		return
+	case !ours && k == kindEvict && e.succeeded():
+		// Anyone's eviction is judged against the budgets.
+	case !ours:
+		if k == kindDelete && e.succeeded() {
+			c.stats.Others++
+		}
+		return
+	}
+	c.pending = append(c.pending, e)
+}
+
+// Resolve reads the audit log and judges the requests whose states have all
+// arrived, or, with all, every request read.
 func (c *Checker) Resolve(all bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.tail != nil {
+		for _, e := range c.tail.read(c.ns) {
+			c.auditLocked(e)
+		}
+	}
+	sort.SliceStable(c.pending, func(i, j int) bool {
+		return c.pending[i].RequestReceivedTimestamp.Before(c.pending[j].RequestReceivedTimestamp)
+	})
 	now := c.clock.Now()
 	n := 0
-	for _, d := range c.pending {
-		if !all && now.Sub(d.at) < Grace {
+	for _, e := range c.pending {
+		if !all && now.Sub(e.RequestReceivedTimestamp) < Lag+settle {
 			break
 		}
-		c.checkLocked(d)
+		c.judgeLocked(e)
 		n++
 	}
 	c.pending = c.pending[n:]
 }
 
-func (c *Checker) checkLocked(d *deletion) {
-	d.resolved = true
-	p := d.pod
-	// PDB headroom, whoever disrupted a Ready pod.
-	if d.ready {
-		for name, a := range d.pdbs {
-			expected := a.others
-			for s := range a.owners {
-				expected += int(c.sets[s].last().replicas)
-			}
-			want, ok := desiredHealthy(a.pdb, expected)
-			if !ok {
-				continue
-			}
-			c.checks++
-			if a.healthy < want {
-				c.violatef("PDB %s: deleting Ready pod %s left %d healthy, the budget wants %d", name, p.Name, a.healthy, want)
-			}
+// candidates are the states a pod of this name may have had at the API
+// server at time t: the last that arrived by t, then those that arrived
+// within Lag after it. A nil entry is no pod.
+func (c *Checker) candidates(name string, t time.Time) []*corev1.Pod {
+	h := c.history[name]
+	i := sort.Search(len(h), func(i int) bool { return h[i].at.After(t) })
+	var out []*corev1.Pod
+	if i > 0 {
+		out = append(out, h[i-1].pod)
+	} else {
+		out = append(out, nil)
+	}
+	for ; i < len(h) && !h[i].at.After(t.Add(Lag)); i++ {
+		out = append(out, h[i].pod)
+	}
+	return out
+}
+
+// target is the incarnation of a pod a request at t acted on: the one the
+// watch showed by t, or, when none was there, the first to show up within
+// Lag that the API server had created by t.
+func (c *Checker) target(name string, t time.Time) *corev1.Pod {
+	cands := c.candidates(name, t)
+	if cands[0] != nil {
+		return cands[0]
+	}
+	for _, p := range cands[1:] {
+		if p != nil && !p.CreationTimestamp.Time.After(t) {
+			return p
 		}
 	}
-	if d.external {
+	return nil
+}
+
+// removedBefore says whether incarnation uid of pod name was removed (by a
+// successful delete or eviction, anyone's) before t.
+func (c *Checker) removedBefore(name string, uid types.UID, t time.Time) bool {
+	for _, r := range c.removals[name] {
+		if !r.at.Before(t) {
+			continue
+		}
+		if !r.resolved {
+			if p := c.target(name, r.at); p != nil {
+				r.uid = p.UID
+			}
+			r.resolved = true
+		}
+		if r.uid == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// sameIncarnation keeps the candidates that are pod uid and still there.
+func sameIncarnation(cands []*corev1.Pod, uid types.UID) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range cands {
+		if p != nil && p.UID == uid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// view is one state the API server may have had at a request: one of the
+// StatefulSet's candidate states, with the pods' candidates.
+type view struct {
+	c      *Checker
+	at     time.Time
+	set    string
+	setUID types.UID
+	s      setAt
+	target *corev1.Pod
+}
+
+// live: there, not terminating, not removed before the request, and the
+// set's.
+func (v *view) live(p *corev1.Pod) bool {
+	if p == nil || p.DeletionTimestamp != nil {
+		return false
+	}
+	if ref := metav1.GetControllerOf(p); ref == nil || ref.UID != v.setUID {
+		return false
+	}
+	return !v.c.removedBefore(p.Name, p.UID, v.at)
+}
+
+func (v *view) outdated(p *corev1.Pod) bool {
+	r := p.Labels[appsv1.ControllerRevisionHashLabelKey]
+	return r == "" || r != v.s.updateRevision
+}
+
+// requested: p carries a drain request for the update revision.
+func (v *view) requested(p *corev1.Pod) bool {
+	return p.Annotations[AnnotationDrainRequested] != "" && p.Annotations[AnnotationDrainRevision] == v.s.updateRevision &&
+		v.outdated(p)
+}
+
+// others are the names of the set's ordinals below replicas but the target,
+// each with its candidate states.
+func (v *view) others() map[string][]*corev1.Pod {
+	out := map[string][]*corev1.Pod{}
+	for i := range v.s.replicas {
+		name := v.set + "-" + strconv.Itoa(int(i))
+		if name != v.target.Name {
+			out[name] = v.c.candidates(name, v.at)
+		}
+	}
+	return out
+}
+
+// countOthers counts the other pods every candidate of which is such.
+func (v *view) countOthers(such func(p *corev1.Pod) bool) (int, []string) {
+	var names []string
+	for name, cands := range v.others() {
+		all := true
+		for _, p := range cands {
+			if !such(p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return len(names), names
+}
+
+func listed(names []string) string {
+	if len(names) > 5 {
+		return strings.Join(names[:5], ",") + fmt.Sprintf(" and %d more", len(names)-5)
+	}
+	return strings.Join(names, ",")
+}
+
+// action is what a request of stsroller's did to its target.
+type action string
+
+const (
+	actDelete  action = "deleted"
+	actEvict   action = "evicted"
+	actRequest action = "asked to drain"
+)
+
+func (c *Checker) judgeLocked(e *AuditEvent) {
+	name, t := e.ObjectRef.Name, e.RequestReceivedTimestamp
+	k := e.kind()
+	if k == kindDeleteCo {
+		c.checks++
+		c.violatef("stsroller deleted a collection of pods (%s)", t.Format(time.RFC3339Nano))
 		return
 	}
-	c.checks++
-	if d.set == "" {
-		c.violatef("pod %s of another owner (%s) was deleted", p.Name, ownerString(p))
+	p := c.target(name, t)
+	if p == nil {
+		if c.identity.matches(e) {
+			c.stats.Unknown++
+		}
 		return
 	}
-	st := c.sets[d.set]
-	win := st.window(d.at.Add(-Grace), d.at.Add(Grace))
-	if len(win) == 0 {
-		win = []setAt{st.last()}
+	cands := sameIncarnation(c.candidates(name, t), p.UID)
+	if k == kindEvict && ready(p) && p.DeletionTimestamp == nil && !c.removedBefore(name, p.UID, t) {
+		c.checkBudgetsLocked(p, t)
 	}
-	minReplicas := int32(math.MaxInt32)
-	for _, h := range win {
-		minReplicas = min(minReplicas, h.replicas)
+	if !c.identity.matches(e) {
+		return
 	}
-	ord, _ := ordinal(p.Name, d.set)
-	if int32(ord) >= minReplicas {
-		return // the StatefulSet controller scales down
+	act := actDelete
+	switch k {
+	case kindEvict:
+		act = actEvict
+	case kindPatch:
+		if !newRequest(p, cands) {
+			return // a withdrawal, or no drain request
+		}
+		act = actRequest
+		c.stats.DrainRequests++
 	}
-	// A StatefulSet being deleted gets no deletions from us. Only the state
-	// before the deletion counts: the garbage collector's work after it is
-	// not ours.
-	before := st.window(d.at.Add(-Grace), d.at)
-	for _, h := range before {
-		if h.deleting {
-			c.violatef("pod %s of StatefulSet %s was deleted while the StatefulSet was being deleted", p.Name, d.set)
+	if act != actRequest {
+		if p.DeletionTimestamp != nil || c.removedBefore(name, p.UID, t) {
+			c.stats.Repeats++ // removed already: nothing more is disrupted
 			return
 		}
+		c.stats.Removals++
 	}
-	d.byUs = true
-	at := before
-	if len(at) == 0 {
-		at = win
-	}
-	now := at[len(at)-1]
-	rev := p.Labels[appsv1.ControllerRevisionHashLabelKey]
-
-	// Only outdated pods.
-	c.checks++
-	outdated := false
-	for _, h := range win {
-		if h.updateRevision != "" && h.updateRevision != rev {
-			outdated = true
-		}
-	}
-	if !outdated {
-		c.violatef("pod %s of %s was deleted at revision %s, which is the update revision", p.Name, d.set, rev)
-	}
-
-	// Once per update revision.
-	c.checks++
-	key := d.set + "/" + p.Name + "/" + now.updateRevision
-	c.perRev[key]++
-	if c.perRev[key] > 1 {
-		c.violatef("pod %s of %s was deleted %d times for update revision %s", p.Name, d.set, c.perRev[key], now.updateRevision)
-	}
-
-	// max-unavailable: replacements in flight.
-	maxU := int32(0)
-	for _, h := range win {
-		maxU = max(maxU, h.maxUnavailable)
-	}
-	c.checks++
-	inFlight := 1
-	var names []string
-	for _, f := range d.inFlight {
-		if f.byUs {
-			inFlight++
-			names = append(names, f.pod.Name)
-		}
-	}
-	if int32(inFlight) > maxU {
-		sort.Strings(names)
-		c.violatef("pod %s of %s was deleted with %d other replacements in flight (%s), max-unavailable is %d",
-			p.Name, d.set, inFlight-1, strings.Join(names, ","), maxU)
-	}
-	// max-unavailable: a Ready pod is deleted only while few enough are
-	// unavailable, missing ones included.
-	if d.ready {
+	set := c.ownerLocked(p)
+	if set == "" {
 		c.checks++
-		readyBelow := 0
-		for _, o := range d.readyOthers {
-			if int32(o) < minReplicas {
-				readyBelow++
+		c.violatef("pod %s of another owner (%s) was %s", name, ownerString(p), act)
+		return
+	}
+	st := c.sets[set]
+	// The StatefulSet's candidate states, as for pods.
+	i := sort.Search(len(st.history), func(i int) bool { return st.history[i].at.After(t) })
+	var states []setAt
+	if i > 0 {
+		states = append(states, st.history[i-1])
+	}
+	for ; i < len(st.history) && !st.history[i].at.After(t.Add(Lag)); i++ {
+		states = append(states, st.history[i])
+	}
+	if len(states) == 0 {
+		states = append(states, st.history[0])
+	}
+	var fired map[string]string
+	var order []string
+	for n, s := range states {
+		v := &view{c: c, at: t, set: set, setUID: st.uid, s: s, target: p}
+		got, checked := v.rules(act, cands)
+		if n == 0 {
+			c.checks += checked
+			fired = got
+			for r := range got {
+				order = append(order, r)
+			}
+			continue
+		}
+		for r := range fired {
+			if _, ok := got[r]; !ok {
+				delete(fired, r)
 			}
 		}
-		unavailable := int64(minReplicas) - int64(readyBelow)
-		if unavailable > int64(maxU) {
-			c.violatef("Ready pod %s of %s was deleted leaving %d of %d unavailable, max-unavailable is %d",
-				p.Name, d.set, unavailable, minReplicas, maxU)
+	}
+	sort.Strings(order)
+	for _, r := range order {
+		if msg, ok := fired[r]; ok {
+			c.violatef("%s (%s at %s)", msg, e.User.Username, t.Format("15:04:05.000"))
+		}
+	}
+}
+
+// newRequest says whether a patch of p set a drain request: its value
+// changes, after the request, to another that is not empty.
+func newRequest(p *corev1.Pod, cands []*corev1.Pod) bool {
+	before := p.Annotations[AnnotationDrainRequested]
+	for _, q := range cands[1:] {
+		if v := q.Annotations[AnnotationDrainRequested]; v != before {
+			return v != ""
+		}
+	}
+	return false
+}
+
+// rules are the invariants of one removal or drain request in one view: the
+// rules that fire, by name, with their messages.
+func (v *view) rules(act action, cands []*corev1.Pod) (_ map[string]string, checked int) {
+	out := map[string]string{}
+	p, s := v.target, v.s
+	what := fmt.Sprintf("pod %s of %s was %s", p.Name, v.set, act)
+	fire := func(rule, format string, args ...any) {
+		out[rule] = what + " " + fmt.Sprintf(format, args...)
+	}
+	switch {
+	case s.deleting:
+		fire("managed", "while the StatefulSet was being deleted")
+	case !s.cfg.enabled:
+		fire("managed", "though the StatefulSet is not enabled")
+	case !s.cfg.onDelete:
+		fire("managed", "though the StatefulSet is not OnDelete")
+	case s.cfg.invalid != "":
+		fire("managed", "while annotation %s does not parse", s.cfg.invalid)
+	case s.cfg.paused:
+		fire("managed", "while the StatefulSet was paused")
+	case !s.observed || s.updateRevision == "":
+		fire("managed", "before the StatefulSet's generation was observed")
+	}
+	rev := p.Labels[appsv1.ControllerRevisionHashLabelKey]
+	switch {
+	case rev == "":
+		fire("outdated", "though it has no revision label")
+	case rev == s.updateRevision:
+		fire("outdated", "at revision %s, which is the update revision", rev)
+	}
+	if ord, ok := ordinal(p.Name, v.set); !ok || int32(ord) >= s.replicas {
+		return out, 2 // the StatefulSet controller's to remove; no count applies
+	}
+	healthy := len(cands) > 0
+	anyHealthy := false
+	for _, q := range cands {
+		if q.DeletionTimestamp == nil && runningReady(q) {
+			anyHealthy = true
+		} else if q.DeletionTimestamp == nil {
+			healthy = false
+		}
+	}
+	healthy = healthy && anyHealthy
+
+	if act == actDelete && healthy {
+		fire("ready-by-eviction", "though it was Running and Ready: Ready pods go only by eviction")
+	}
+
+	// Partition: pods of the old revision that stay.
+	stay, _ := v.countStaying()
+	if int32(stay) < s.cfg.partition {
+		fire("partition", "leaving %d pods of the old revision, partition is %d", stay, s.cfg.partition)
+	}
+
+	// Leader last, and alone.
+	if healthy && s.cfg.leader != nil && s.cfg.leader.Matches(labels.Set(p.Labels)) && allMatch(cands, s.cfg.leader) {
+		if n, names := v.countOthers(func(q *corev1.Pod) bool {
+			return !(v.live(q) && !v.outdated(q) && runningReady(q))
+		}); n > 0 {
+			fire("leader-last", "as a leader while %d other pods were not updated and Ready (%s)", n, listed(names))
+		}
+	}
+
+	if act == actDelete && !anyHealthy {
+		// An unhealthy pod: replacements in flight.
+		n, names := v.countOthers(func(q *corev1.Pod) bool {
+			return !v.live(q) || (!v.outdated(q) && !runningReady(q))
+		})
+		if int32(n+1) > s.cfg.maxUnavailable {
+			fire("max-unavailable", "with %d other replacements in flight (%s), max-unavailable is %d", n, listed(names), s.cfg.maxUnavailable)
+		}
+	} else if act != actDelete {
+		// An eviction or a drain request: pods unavailable or asked to
+		// drain, this one included.
+		n, names := v.countOthers(func(q *corev1.Pod) bool {
+			return !v.live(q) || !runningReady(q) || v.requested(q)
+		})
+		if int32(n+1) > s.cfg.maxUnavailable {
+			fire("max-unavailable", "with %d other pods unavailable or asked to drain (%s), max-unavailable is %d",
+				n, listed(names), s.cfg.maxUnavailable)
+		}
+	}
+
+	// The drain handshake.
+	if act == actEvict && s.cfg.drainTimeout > 0 && healthy {
+		ok, why := false, "it was never asked to drain for revision "+s.updateRevision
+		for _, q := range cands {
+			if !v.requested(q) {
+				continue
+			}
+			if _, answered := q.Annotations[AnnotationDrainComplete]; answered {
+				ok = true
+				break
+			}
+			at, err := time.Parse(time.RFC3339Nano, q.Annotations[AnnotationDrainRequested])
+			if err == nil && !v.at.Before(at.Add(s.cfg.drainTimeout)) {
+				ok = true
+				break
+			}
+			why = fmt.Sprintf("its request of %s was unanswered and the timeout %s had not passed",
+				q.Annotations[AnnotationDrainRequested], s.cfg.drainTimeout)
+		}
+		if !ok {
+			fire("drain", "healthy, though %s", why)
+		}
+	}
+	return out, 7
+}
+
+// countStaying counts the set's pods below replicas, the target excluded,
+// that stay at an old revision: some candidate is live, outdated and not
+// asked to drain.
+func (v *view) countStaying() (int, []string) {
+	var names []string
+	for name, cands := range v.others() {
+		for _, q := range cands {
+			if v.live(q) && v.outdated(q) && !v.requested(q) {
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	return len(names), names
+}
+
+func allMatch(cands []*corev1.Pod, sel labels.Selector) bool {
+	for _, q := range cands {
+		if q.DeletionTimestamp == nil && !sel.Matches(labels.Set(q.Labels)) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkBudgetsLocked: an eviction of Ready pod p at t leaves each budget
+// over it its desired healthy pods.
+func (c *Checker) checkBudgetsLocked(p *corev1.Pod, t time.Time) {
+	for name, pdb := range c.pdbs {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil || sel.Empty() || !sel.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		owners := map[string]bool{}
+		others, healthy := 0, 0
+		for podName := range c.history {
+			cands := c.candidates(podName, t)
+			selected, ok := false, false
+			for _, q := range cands {
+				if q == nil || !sel.Matches(labels.Set(q.Labels)) {
+					continue
+				}
+				if !selected {
+					selected = true
+					if s := c.ownerLocked(q); s != "" {
+						owners[s] = true
+					} else {
+						others++
+					}
+				}
+				if q.UID != p.UID && q.DeletionTimestamp == nil && ready(q) && !c.removedBefore(q.Name, q.UID, t) {
+					ok = true
+				}
+			}
+			if ok {
+				healthy++
+			}
+		}
+		expected := others
+		for s := range owners {
+			expected += int(c.sets[s].last().replicas)
+		}
+		want, ok := desiredHealthy(pdb, expected)
+		if !ok {
+			continue
+		}
+		c.checks++
+		if healthy < want {
+			c.violatef("PDB %s: evicting Ready pod %s at %s left %d healthy, the budget wants %d",
+				name, p.Name, t.Format("15:04:05.000"), healthy, want)
 		}
 	}
 }
@@ -639,6 +948,11 @@ func ready(p *corev1.Pod) bool {
 	return false
 }
 
+// runningReady is healthy as docs/behaviour.md says: Running and Ready.
+func runningReady(p *corev1.Pod) bool {
+	return p != nil && p.Status.Phase == corev1.PodRunning && ready(p)
+}
+
 // ordinal parses <set>-<n>.
 func ordinal(pod, set string) (int, bool) {
 	s, ok := strings.CutPrefix(pod, set+"-")
@@ -655,18 +969,26 @@ func (c *Checker) violatef(format string, args ...any) {
 
 // Stats are what a checker counted.
 type Stats struct {
-	Checks, Violations, Deletions, Completed int
-	// Immediate counts deletions with grace period 0, not counted as
-	// stsroller's (OnPodDeletedAtOnce).
-	Immediate int
+	Checks, Violations int
+	// Deletions counts pods the watch saw deleted, by anyone.
+	Deletions int
+	Completed int
+	// Removals counts stsroller's successful deletes and evictions judged;
+	// DrainRequests its drain requests judged; Refused its removals the API
+	// server refused; Repeats its removals of pods already removed; Unknown
+	// its requests of pods the watch never showed.
+	Removals, DrainRequests, Refused, Repeats, Unknown int
+	// Others counts successful deletes by other actors.
+	Others int
 }
 
 // Stats returns the counts so far.
 func (c *Checker) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Checks: c.checks, Violations: len(c.violations), Deletions: c.deletions, Completed: c.completed,
-		Immediate: c.immediate}
+	s := c.stats
+	s.Checks, s.Violations, s.Deletions, s.Completed = c.checks, len(c.violations), c.deletions, c.completed
+	return s
 }
 
 // Violations returns what was violated so far.
@@ -688,7 +1010,7 @@ func (c *Checker) Complete(set string) error {
 		return fmt.Errorf("no StatefulSet %s", set)
 	}
 	h := st.last()
-	if h.updateRevision == "" {
+	if !h.observed || h.updateRevision == "" {
 		return fmt.Errorf("%s: generation not observed", set)
 	}
 	updated, ok := 0, 0
@@ -702,11 +1024,11 @@ func (c *Checker) Complete(set string) error {
 			updated++
 		}
 	}
-	want := max(0, h.replicas-h.partition)
+	want := max(0, h.replicas-h.cfg.partition)
 	if int32(ok) != h.replicas || int32(updated) != want {
 		return fmt.Errorf("%s: %d of %d pods Ready, %d at %s (want %d)", set, ok, h.replicas, updated, h.updateRevision, want)
 	}
-	if h.status == nil || h.status.Phase != policy.PhaseComplete || h.status.UpdateRevision != h.updateRevision {
+	if h.status == nil || h.status.Phase != "Complete" || h.status.UpdateRevision != h.updateRevision {
 		return fmt.Errorf("%s: status %+v, want Complete at %s", set, h.status, h.updateRevision)
 	}
 	return nil

@@ -14,12 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
-
-	"github.com/stsroller/stsroller/policy"
 )
 
-// stream is a synthetic watch: a StatefulSet "db" of n pods at revision
-// "old", Ready, with max-unavailable maxU, whose update revision is "new".
+// stream is a recorded trace: a StatefulSet "db" of n pods at revision
+// "old", Running and Ready, whose update revision is "new", and the audit
+// events of what was asked of its pods. Times are the fake clock's, which is
+// both the watch's and the API server's.
 type stream struct {
 	t   *testing.T
 	clk *clocktesting.FakeClock
@@ -28,12 +28,17 @@ type stream struct {
 	uid int
 }
 
-func newStream(t *testing.T, n int32, maxU string) *stream {
+const nsName = "ns"
+
+func newStream(t *testing.T, n int32, ann map[string]string) *stream {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := &stream{t: t, clk: clk, c: New(clk)}
+	s := &stream{t: t, clk: clk, c: New(clk, Options{})}
+	a := map[string]string{AnnotationEnabled: "true"}
+	for k, v := range ann {
+		a[k] = v
+	}
 	s.sts = &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", UID: "sts-uid", Generation: 2, Annotations: map[string]string{
-			policy.AnnotationEnabled: "true", policy.AnnotationMaxUnavailable: maxU}},
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsName, UID: "sts-uid", Generation: 2, Annotations: a},
 		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(n),
 			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}},
 		Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, UpdateRevision: "new"},
@@ -42,8 +47,11 @@ func newStream(t *testing.T, n int32, maxU string) *stream {
 	for i := range n {
 		s.c.OnPod(s.pod(fmt.Sprintf("db-%d", i), "old", true))
 	}
+	s.step(time.Second)
 	return s
 }
+
+func (s *stream) step(d time.Duration) { s.clk.Step(d) }
 
 func (s *stream) pod(name, rev string, isReady bool) *corev1.Pod {
 	s.uid++
@@ -52,235 +60,433 @@ func (s *stream) pod(name, rev string, isReady bool) *corev1.Pod {
 		st = corev1.ConditionTrue
 	}
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(fmt.Sprintf("%s-%d", name, s.uid)),
-			Labels: map[string]string{"app": "db", appsv1.ControllerRevisionHashLabelKey: rev},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsName, UID: types.UID(fmt.Sprintf("%s-%d", name, s.uid)),
+			CreationTimestamp: metav1.NewTime(s.clk.Now().Truncate(time.Second)),
+			Labels:            map[string]string{"app": "db", appsv1.ControllerRevisionHashLabelKey: rev},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db",
 				UID: "sts-uid", Controller: ptr.To(true)}}},
-		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
 	}
 }
 
-// terminate sets the deletion timestamp of the current pod of that name.
-func (s *stream) terminate(name string) {
-	p := s.c.pods[name].DeepCopy()
-	p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now()))
-	s.c.OnPod(p)
-	s.c.OnPodDeleted(p)
-	s.clk.Step(100 * time.Millisecond)
+// change records a new state of the StatefulSet.
+func (s *stream) change(f func(*appsv1.StatefulSet)) {
+	s.sts = s.sts.DeepCopy()
+	f(s.sts)
+	s.c.OnStatefulSet(s.sts)
+	s.step(100 * time.Millisecond)
 }
 
-// replace terminates the pod and adds its replacement at rev.
-func (s *stream) replace(name, rev string, isReady bool) {
-	s.terminate(name)
+func (s *stream) annotate(k, v string) {
+	s.change(func(sts *appsv1.StatefulSet) { sts.Annotations[k] = v })
+}
+
+// edit records a new state of a pod.
+func (s *stream) edit(name string, f func(*corev1.Pod)) {
+	p := s.c.pods[name].DeepCopy()
+	f(p)
+	s.c.OnPod(p)
+	s.step(10 * time.Millisecond)
+}
+
+func (s *stream) setReady(name string, isReady bool) {
+	s.edit(name, func(p *corev1.Pod) {
+		p.Status.Conditions[0].Status = map[bool]corev1.ConditionStatus{true: corev1.ConditionTrue, false: corev1.ConditionFalse}[isReady]
+	})
+}
+
+// audit records a request of the pod, by user and agent, answered code.
+func (s *stream) audit(user, agent, verb, sub, name string, code int) {
+	e := &AuditEvent{Stage: "ResponseComplete", Verb: verb, UserAgent: agent,
+		RequestReceivedTimestamp: s.clk.Now(), StageTimestamp: s.clk.Now().Add(5 * time.Millisecond)}
+	e.User.Username = user
+	e.ObjectRef = &struct {
+		Resource    string `json:"resource"`
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		Subresource string `json:"subresource"`
+	}{Resource: "pods", Namespace: nsName, Name: name, Subresource: sub}
+	e.ResponseStatus = &struct {
+		Code int `json:"code"`
+	}{Code: code}
+	s.c.OnAudit(e)
+	s.step(10 * time.Millisecond)
+}
+
+// remove has stsroller delete or evict the pod (the API server answers
+// 200), which then turns terminating.
+func (s *stream) remove(verb, name string) {
+	sub := ""
+	if verb == "evict" {
+		verb, sub = "create", "eviction"
+	}
+	s.audit("stsroller", "stsroller", verb, sub, name, 200)
+	s.edit(name, func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now().Add(time.Second))) })
+}
+
+// replace removes the pod, which goes, and adds its replacement at rev.
+func (s *stream) replace(verb, name, rev string, isReady bool) {
+	s.remove(verb, name)
+	s.gone(name)
 	s.c.OnPod(s.pod(name, rev, isReady))
-	s.clk.Step(100 * time.Millisecond)
+	s.step(100 * time.Millisecond)
+}
+
+func (s *stream) gone(name string) {
+	s.c.OnPodDeleted(s.c.pods[name])
+	s.step(100 * time.Millisecond)
+}
+
+// requestDrain has stsroller patch a drain request for rev onto the pod.
+func (s *stream) requestDrain(name, rev string) {
+	at := s.clk.Now()
+	s.audit("stsroller", "stsroller", "patch", "", name, 200)
+	s.edit(name, func(p *corev1.Pod) {
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[AnnotationDrainRequested] = at.Format(time.RFC3339Nano)
+		p.Annotations[AnnotationDrainRevision] = rev
+		delete(p.Annotations, AnnotationDrainComplete)
+	})
+}
+
+func (s *stream) answerDrain(name string) {
+	s.edit(name, func(p *corev1.Pod) { p.Annotations[AnnotationDrainComplete] = "done" })
 }
 
 func (s *stream) violations() []string {
-	s.clk.Step(Grace)
+	s.step(Lag + settle)
 	s.c.Resolve(true)
 	return s.c.Violations()
 }
 
-func (s *stream) want(substr string) {
-	s.t.Helper()
-	v := s.violations()
-	if len(v) != 1 || !strings.Contains(v[0], substr) {
-		s.t.Fatalf("violations %q, want one saying %q", v, substr)
+// rollout replaces every pod, highest ordinal first, one at a time, each
+// replacement Ready before the next.
+func (s *stream) rollout(n int) {
+	var names []string
+	for i := n - 1; i >= 0; i-- {
+		names = append(names, fmt.Sprintf("db-%d", i))
 	}
-	if st := s.c.Stats(); st.Checks == 0 || st.Violations != 1 {
-		s.t.Errorf("stats %+v", st)
+	s.rolloutOf(names...)
+}
+
+// rolloutOf replaces the named pods so.
+func (s *stream) rolloutOf(names ...string) {
+	for _, name := range names {
+		s.replace("evict", name, "new", false)
+		s.step(time.Second)
+		s.setReady(name, true)
+		s.step(time.Second)
 	}
 }
 
-func TestCleanRolloutHasNoViolation(t *testing.T) {
-	s := newStream(t, 5, "2")
-	// Two at a time, each batch Ready before the next.
-	for _, batch := range [][]string{{"db-4", "db-3"}, {"db-2", "db-1"}, {"db-0"}} {
-		for _, n := range batch {
-			s.replace(n, "new", false)
-		}
-		for _, n := range batch {
-			p := s.c.pods[n].DeepCopy()
-			p.Status.Conditions[0].Status = corev1.ConditionTrue
-			s.c.OnPod(p)
-		}
-	}
-	if v := s.violations(); len(v) != 0 {
-		t.Fatalf("violations %q in a clean rollout", v)
-	}
-	if err := s.c.Complete("db"); err == nil || !strings.Contains(err.Error(), "status") {
-		t.Errorf("Complete = %v, want it to wait for the status", err)
-	}
-	sts := s.sts.DeepCopy()
-	sts.Annotations[policy.AnnotationStatus] = `{"phase":"Complete","updateRevision":"new"}`
-	s.c.OnStatefulSet(sts)
-	if err := s.c.Complete("db"); err != nil {
-		t.Errorf("Complete = %v", err)
-	}
-	if st := s.c.Stats(); st.Deletions != 5 || st.Checks < 5*4 {
-		t.Errorf("stats %+v, want 5 deletions and at least 4 checks each", st)
+func TestCleanTracesHaveNoViolation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int32
+		ann   map[string]string
+		trace func(s *stream)
+	}{
+		{"rollout", 4, nil, func(s *stream) { s.rollout(4) }},
+		{"two at a time", 4, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			for _, batch := range [][]string{{"db-3", "db-2"}, {"db-1", "db-0"}} {
+				for _, n := range batch {
+					s.replace("evict", n, "new", false)
+				}
+				for _, n := range batch {
+					s.setReady(n, true)
+				}
+				s.step(time.Second)
+			}
+		}},
+		{"unhealthy first, deleted", 3, nil, func(s *stream) {
+			s.setReady("db-0", false)
+			s.replace("delete", "db-0", "new", true)
+			s.step(time.Second)
+			s.rolloutOf("db-2", "db-1")
+		}},
+		{"partition kept", 4, map[string]string{AnnotationPartition: "2"}, func(s *stream) {
+			for _, n := range []string{"db-3", "db-2"} {
+				s.replace("evict", n, "new", true)
+				s.step(time.Second)
+			}
+		}},
+		{"leader last", 3, nil, func(s *stream) {
+			s.edit("db-0", func(p *corev1.Pod) { p.Labels["stsroller.io/role"] = "leader" })
+			s.rollout(3)
+		}},
+		{"drain answered, and timed out", 3, map[string]string{AnnotationDrainTimeout: "5"}, func(s *stream) {
+			s.requestDrain("db-2", "new")
+			s.step(time.Second)
+			s.answerDrain("db-2")
+			s.replace("evict", "db-2", "new", true)
+			s.step(time.Second)
+			s.requestDrain("db-1", "new")
+			s.step(5 * time.Second)
+			s.replace("evict", "db-1", "new", true)
+		}},
+		{"others remove what they like", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			// kwok's late delete by name hits the replacement, with grace
+			// period 0; a test deletes a current pod; the garbage collector.
+			s.audit("kwok", "kwok/v0.7", "delete", "", "db-2", 200)
+			s.gone("db-2")
+			s.audit("stsroller-e2e-admin", "e2e.test", "delete", "", "db-1", 200)
+			s.audit("system:serviceaccount:kube-system:generic-garbage-collector", "kube-controller-manager", "delete", "", "db-0", 200)
+		}},
+		{"refused removals take no effect", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			s.audit("stsroller", "stsroller", "create", "eviction", "db-2", 429)
+			s.audit("stsroller", "stsroller", "delete", "", "db-2", 409)
+		}},
+		{"the StatefulSet watch lags the request", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			// A new template: stsroller saw "newer" and evicted db-2 at
+			// "new" before the checker's watch showed the StatefulSet.
+			s.replace("evict", "db-2", "newer", true)
+			s.step(Lag / 2)
+			s.change(func(sts *appsv1.StatefulSet) { sts.Status.UpdateRevision = "newer" })
+		}},
+		{"a pod's Ready arrives late", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", false)
+			s.step(time.Second)
+			at := s.clk.Now()
+			s.remove("evict", "db-1") // stsroller saw db-2 Ready...
+			s.clk.SetTime(at.Add(Lag / 2))
+			s.setReady("db-2", true) // ...which the checker sees after
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStream(t, tc.n, tc.ann)
+			tc.trace(s)
+			if v := s.violations(); len(v) != 0 {
+				t.Fatalf("violations %q", v)
+			}
+			if st := s.c.Stats(); st.Checks == 0 {
+				t.Errorf("stats %+v: nothing checked", st)
+			}
+		})
 	}
 }
 
-func TestTooManyUnavailable(t *testing.T) {
-	s := newStream(t, 5, "2")
-	s.replace("db-4", "new", false)
-	s.replace("db-3", "new", false)
-	s.replace("db-2", "new", false) // a third while two are in flight
-	v := s.violations()
-	if len(v) != 2 || !strings.Contains(v[0], "with 2 other replacements in flight (db-3,db-4), max-unavailable is 2") ||
-		!strings.Contains(v[1], "leaving 3 of 5 unavailable") {
-		t.Fatalf("violations %q, want db-2's deletion flagged twice", v)
+// TestRulesFire: each rule, fed a trace that violates it, fires.
+func TestRulesFire(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int32
+		ann   map[string]string
+		trace func(s *stream)
+		want  string
+	}{
+		{"paused", 3, nil, func(s *stream) {
+			s.annotate(AnnotationPaused, "true")
+			s.remove("evict", "db-2")
+		}, "while the StatefulSet was paused"},
+		{"paused, before the watch shows the resume", 3, map[string]string{AnnotationPaused: "true"}, func(s *stream) {
+			s.remove("evict", "db-2")
+			s.step(Lag + time.Second)
+			s.annotate(AnnotationPaused, "false")
+		}, "while the StatefulSet was paused"},
+		{"not enabled", 3, map[string]string{AnnotationEnabled: "false"}, func(s *stream) {
+			s.remove("evict", "db-2")
+		}, "not enabled"},
+		{"not OnDelete", 3, nil, func(s *stream) {
+			s.change(func(sts *appsv1.StatefulSet) {
+				sts.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+			})
+			s.remove("evict", "db-2")
+		}, "not OnDelete"},
+		{"invalid", 3, map[string]string{AnnotationMaxUnavailable: "0"}, func(s *stream) {
+			s.remove("evict", "db-2")
+		}, "annotation stsroller.io/max-unavailable does not parse"},
+		{"being deleted", 3, nil, func(s *stream) {
+			s.change(func(sts *appsv1.StatefulSet) { sts.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now())) })
+			s.remove("evict", "db-2")
+		}, "while the StatefulSet was being deleted"},
+		{"generation not observed", 3, nil, func(s *stream) {
+			s.change(func(sts *appsv1.StatefulSet) { sts.Generation = 3 })
+			s.remove("evict", "db-2")
+		}, "before the StatefulSet's generation was observed"},
+		{"current pod", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			s.step(time.Second)
+			s.remove("evict", "db-2")
+		}, "at revision new, which is the update revision"},
+		{"current pod, 2 s after a revert", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			s.step(time.Second)
+			s.change(func(sts *appsv1.StatefulSet) { sts.Status.UpdateRevision = "old" })
+			s.step(2 * time.Second)
+			s.remove("evict", "db-1")
+		}, "db-1 of db was evicted at revision old, which is the update revision"},
+		{"current pod deleted with grace period 0", 3, nil, func(s *stream) {
+			s.replace("evict", "db-2", "new", true)
+			s.step(time.Second)
+			s.setReady("db-2", false)
+			s.audit("stsroller", "stsroller", "delete", "", "db-2", 200)
+			s.gone("db-2") // at once: no terminating state seen
+		}, "which is the update revision"},
+		{"no revision label", 3, nil, func(s *stream) {
+			s.edit("db-1", func(p *corev1.Pod) { delete(p.Labels, appsv1.ControllerRevisionHashLabelKey) })
+			s.remove("evict", "db-1")
+		}, "no revision label"},
+		{"partition", 5, map[string]string{AnnotationPartition: "4"}, func(s *stream) {
+			s.replace("evict", "db-4", "new", true)
+			s.step(time.Second)
+			s.remove("evict", "db-3")
+		}, "leaving 3 pods of the old revision, partition is 4"},
+		{"Ready pod deleted", 3, nil, func(s *stream) {
+			s.remove("delete", "db-2")
+		}, "Ready pods go only by eviction"},
+		{"leader first", 3, nil, func(s *stream) {
+			s.edit("db-0", func(p *corev1.Pod) { p.Labels["stsroller.io/role"] = "leader" })
+			s.remove("evict", "db-0")
+		}, "as a leader while 2 other pods were not updated and Ready (db-1,db-2)"},
+		{"leader with another replacement not Ready", 3, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.edit("db-0", func(p *corev1.Pod) { p.Labels["app.kubernetes.io/role"] = "primary" })
+			s.annotate(AnnotationLeaderSelector, "app.kubernetes.io/role in (primary)")
+			s.replace("evict", "db-2", "new", true)
+			s.replace("evict", "db-1", "new", false)
+			s.remove("evict", "db-0")
+		}, "as a leader while 1 other pods were not updated and Ready (db-1)"},
+		{"leader asked to drain first", 3, map[string]string{AnnotationDrainTimeout: "60"}, func(s *stream) {
+			s.edit("db-0", func(p *corev1.Pod) { p.Labels["stsroller.io/role"] = "leader" })
+			s.requestDrain("db-0", "new")
+		}, "db-0 of db was asked to drain as a leader"},
+		{"evicted unasked", 3, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.remove("evict", "db-2")
+		}, "never asked to drain for revision new"},
+		{"evicted before the answer or the timeout", 3, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.requestDrain("db-2", "new")
+			s.step(10 * time.Second)
+			s.remove("evict", "db-2")
+		}, "was unanswered and the timeout 30s had not passed"},
+		{"evicted on another revision's request", 3, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.requestDrain("db-2", "older")
+			s.answerDrain("db-2")
+			s.remove("evict", "db-2")
+		}, "never asked to drain for revision new"},
+		{"requests beyond max-unavailable", 4, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.requestDrain("db-3", "new")
+			s.requestDrain("db-2", "new")
+		}, "db-2 of db was asked to drain with 1 other pods unavailable or asked to drain (db-3)"},
+		{"evicted while another is asked", 4, map[string]string{AnnotationDrainTimeout: "30", AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.requestDrain("db-3", "new")
+			s.requestDrain("db-2", "new")
+			s.answerDrain("db-3")
+			s.setReady("db-0", false) // an updated pod crashes meanwhile
+			s.remove("evict", "db-3")
+		}, "db-3 of db was evicted with 2 other pods unavailable or asked to drain (db-0,db-2)"},
+		{"evicted beyond max-unavailable", 4, nil, func(s *stream) {
+			s.setReady("db-1", false)
+			s.remove("evict", "db-3")
+		}, "with 1 other pods unavailable or asked to drain (db-1)"},
+		{"a missing pod counts", 4, nil, func(s *stream) {
+			s.change(func(sts *appsv1.StatefulSet) { sts.Spec.Replicas = ptr.To[int32](5) })
+			s.remove("evict", "db-0")
+		}, "with 1 other pods unavailable or asked to drain (db-4)"},
+		{"a batch too large", 4, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.audit("stsroller", "stsroller", "create", "eviction", "db-3", 201)
+			s.audit("stsroller", "stsroller", "create", "eviction", "db-2", 201)
+			s.audit("stsroller", "stsroller", "create", "eviction", "db-1", 201)
+		}, "db-1 of db was evicted with 2 other pods unavailable or asked to drain (db-2,db-3)"},
+		{"unhealthy pods beyond the replacements in flight", 4, nil, func(s *stream) {
+			s.setReady("db-3", false)
+			s.setReady("db-2", false)
+			s.replace("delete", "db-3", "new", false)
+			s.remove("delete", "db-2")
+		}, "db-2 of db was deleted with 1 other replacements in flight (db-3)"},
+		{"pod of another owner", 3, nil, func(s *stream) {
+			stray := s.pod("stray", "old", true)
+			stray.OwnerReferences = nil
+			s.c.OnPod(stray)
+			s.remove("delete", "stray")
+		}, "pod stray of another owner (no controller) was deleted"},
+		{"a collection", 3, nil, func(s *stream) {
+			s.audit("stsroller", "stsroller", "deletecollection", "", "", 200)
+		}, "deleted a collection of pods"},
+		{"budget exceeded", 4, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.c.OnPDB(&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+				Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromString("75%")),
+					Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}})
+			// A drain takes one (3 of 4 stay), then stsroller another.
+			s.audit("stsroller-e2e-admin", "e2e.test", "create", "eviction", "db-0", 201)
+			s.remove("evict", "db-3")
+		}, "PDB db: evicting Ready pod db-3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStream(t, tc.n, tc.ann)
+			tc.trace(s)
+			v := s.violations()
+			if len(v) != 1 || !strings.Contains(v[0], tc.want) {
+				t.Fatalf("violations %q, want one saying %q", v, tc.want)
+			}
+		})
 	}
 }
 
-// TestMissingOrdinalCounts: a pod that is not there is unavailable.
-func TestMissingOrdinalCounts(t *testing.T) {
-	s := newStream(t, 4, "1")
-	sts := s.sts.DeepCopy()
-	sts.Spec.Replicas = ptr.To[int32](5) // db-4 does not exist yet
-	s.c.OnStatefulSet(sts)
-	s.clk.Step(2 * Grace)
-	s.replace("db-0", "new", false)
-	s.want("leaving 2 of 5 unavailable")
-}
-
-// TestUnreadyPodsCount: a pod that is already not Ready counts, so deleting
-// a Ready one exceeds max-unavailable.
-func TestUnreadyPodsCount(t *testing.T) {
-	s := newStream(t, 4, "1")
-	s.c.OnPod(func() *corev1.Pod {
-		p := s.c.pods["db-1"].DeepCopy()
-		p.Status.Conditions[0].Status = corev1.ConditionFalse
-		return p
-	}())
-	s.replace("db-3", "new", true)
-	s.want("leaving 2 of 4 unavailable")
-}
-
-func TestUpdatedPodDeleted(t *testing.T) {
-	s := newStream(t, 3, "1")
-	s.replace("db-2", "new", true)
-	s.replace("db-2", "new", true)
-	v := s.violations()
-	if len(v) != 2 || !strings.Contains(v[0], "which is the update revision") || !strings.Contains(v[1], "2 times") {
-		t.Fatalf("violations %q, want the update revision deleted and twice", v)
-	}
-}
-
-func TestOtherOwnerDeleted(t *testing.T) {
-	s := newStream(t, 3, "1")
-	other := s.pod("db-9", "old", true)
-	other.OwnerReferences = nil
-	s.c.OnPod(other)
-	s.terminate("db-9")
-	s.want("of another owner (no controller) was deleted")
-}
-
+// TestOtherOwnerGetsCondition: stsroller's DNS condition on a pod of a
+// StatefulSet it does not manage.
 func TestOtherOwnerGetsCondition(t *testing.T) {
-	s := newStream(t, 3, "1")
+	s := newStream(t, 3, nil)
 	other := s.pod("web-0", "old", true)
 	other.OwnerReferences[0].Name, other.OwnerReferences[0].UID = "web", "web-uid"
 	s.c.OnPod(other)
 	other = other.DeepCopy()
-	other.Status.Conditions = append(other.Status.Conditions, corev1.PodCondition{Type: policy.ConditionDNSPropagated, Status: corev1.ConditionTrue})
+	other.Status.Conditions = append(other.Status.Conditions, corev1.PodCondition{Type: ConditionDNSPropagated, Status: corev1.ConditionTrue})
 	s.c.OnPod(other)
-	s.want("another owner got condition")
-}
-
-func TestPDBExceeded(t *testing.T) {
-	s := newStream(t, 4, "2")
-	s.c.OnPDB(&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "db"},
-		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromString("75%")),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}})
-	// A drain takes one (allowed: 3 of 4 stay), then stsroller another.
-	s.c.External(s.c.pods["db-0"].UID)
-	s.terminate("db-0")
-	s.replace("db-3", "new", false)
-	v := s.violations()
-	if len(v) != 1 || !strings.Contains(v[0], "PDB db: deleting Ready pod db-3 left 2 healthy, the budget wants 3") {
-		t.Fatalf("violations %q, want the budget exceeded by db-3 only", v)
-	}
-}
-
-func TestDeletingStatefulSetIsLeftAlone(t *testing.T) {
-	s := newStream(t, 3, "1")
-	sts := s.sts.DeepCopy()
-	sts.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now()))
-	s.c.OnStatefulSet(sts)
-	s.clk.Step(time.Second)
-	s.replace("db-2", "new", true)
-	s.want("while the StatefulSet was being deleted")
-}
-
-// TestScaleDownIsNotOurs: the StatefulSet controller removes ordinals at or
-// above the new replicas; that is no violation.
-func TestScaleDownIsNotOurs(t *testing.T) {
-	s := newStream(t, 5, "1")
-	sts := s.sts.DeepCopy()
-	sts.Spec.Replicas = ptr.To[int32](2)
-	s.c.OnStatefulSet(sts)
-	for _, n := range []string{"db-4", "db-3", "db-2"} {
-		s.terminate(n)
-	}
-	if v := s.violations(); len(v) != 0 {
-		t.Fatalf("violations %q for a scale-down", v)
-	}
-}
-
-// TestLateRevision: the pod's deletion arrives before the StatefulSet's new
-// update revision (another watch); within the grace that is no violation.
-func TestLateRevision(t *testing.T) {
-	s := newStream(t, 3, "1")
-	s.replace("db-2", "new", true) // outdated against "newer"
-	sts := s.sts.DeepCopy()
-	sts.Status.UpdateRevision = "newer"
-	s.c.OnStatefulSet(sts)
-	if v := s.violations(); len(v) != 0 {
+	if v := s.violations(); len(v) != 1 || !strings.Contains(v[0], "another owner got condition") {
 		t.Fatalf("violations %q", v)
 	}
 }
 
-// TestImmediateDeleteIsNotOurs: a current pod that a watch reports DELETED
-// without ever showing a deletion timestamp went with grace period 0 (kwok's
-// finalizing delete by name hitting the replacement), which stsroller never
-// does: it is not counted as stsroller's. A pod whose own grace period is 0
-// could have gone that way by anyone's hand, and is.
-func TestImmediateDeleteIsNotOurs(t *testing.T) {
-	s := newStream(t, 3, "1")
-	s.replace("db-2", "new", true)
-	s.c.OnPodDeletedAtOnce(s.c.pods["db-2"].DeepCopy())
-	if v := s.violations(); len(v) != 0 {
-		t.Fatalf("violations %q for a grace-0 delete of a pod with a grace period", v)
-	}
-
-	s = newStream(t, 3, "1")
-	s.replace("db-2", "new", true)
-	p := s.c.pods["db-2"].DeepCopy()
-	p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
-	s.c.OnPod(p)
-	s.c.OnPodDeletedAtOnce(p)
-	if v := s.violations(); len(v) != 2 || !strings.Contains(v[0], "which is the update revision") {
-		t.Fatalf("violations %q, want the current pod's deletion counted", v)
-	}
-
-	// Seen terminating with a deletion grace period of 0, on a node: forced.
-	for _, grace := range []int64{0, 1} {
-		s = newStream(t, 3, "1")
-		s.replace("db-2", "new", true)
-		p = s.c.pods["db-2"].DeepCopy()
-		p.Spec.NodeName = "node-0"
-		s.c.OnPod(p.DeepCopy())
-		p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now()))
-		p.DeletionGracePeriodSeconds = ptr.To(grace)
-		s.c.OnPod(p)
-		v := s.violations()
-		if grace == 0 && len(v) != 0 {
-			t.Errorf("violations %q for a forced delete seen terminating", v)
+// TestIdentity: only requests of the identity are stsroller's.
+func TestIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		id          Identity
+		user, agent string
+		want        bool
+	}{
+		{DefaultIdentity, "anyone", "stsroller", true},
+		{DefaultIdentity, "anyone", "kubectl-stsroller", false},
+		{Identity{Username: "stsroller-e2e-controller"}, "stsroller-e2e-controller", "x", true},
+		{Identity{Username: "stsroller-e2e-controller", UserAgent: "stsroller"}, "stsroller-e2e-controller", "kwok", false},
+		{Identity{}, "", "", false},
+	} {
+		e := &AuditEvent{UserAgent: tc.agent}
+		e.User.Username = tc.user
+		if got := tc.id.matches(e); got != tc.want {
+			t.Errorf("%+v matches user %q agent %q = %v, want %v", tc.id, tc.user, tc.agent, got, tc.want)
 		}
-		if grace == 1 && (len(v) != 2 || !strings.Contains(v[0], "which is the update revision")) {
-			t.Errorf("violations %q for a graceful delete of an updated pod, want it counted", v)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		ann  map[string]string
+		want func(c config) bool
+	}{
+		{map[string]string{AnnotationEnabled: "TRUE"}, func(c config) bool { return c.enabled && c.invalid == "" && c.maxUnavailable == 1 }},
+		{map[string]string{AnnotationEnabled: "yes"}, func(c config) bool { return c.enabled && c.invalid == AnnotationEnabled }},
+		{map[string]string{AnnotationMaxUnavailable: "25%"}, func(c config) bool { return c.maxUnavailable == 2 }},
+		{map[string]string{AnnotationMaxUnavailable: "1%"}, func(c config) bool { return c.maxUnavailable == 1 }},
+		{map[string]string{AnnotationMaxUnavailable: "101%"}, func(c config) bool { return c.invalid == AnnotationMaxUnavailable }},
+		{map[string]string{AnnotationMaxUnavailable: "2.5"}, func(c config) bool { return c.invalid == AnnotationMaxUnavailable }},
+		{map[string]string{AnnotationPartition: "-1"}, func(c config) bool { return c.invalid == AnnotationPartition }},
+		{map[string]string{AnnotationPaused: " True "}, func(c config) bool { return c.paused && c.invalid == "" }},
+		{map[string]string{AnnotationLeaderSelector: "role in (a,"}, func(c config) bool { return c.invalid == AnnotationLeaderSelector }},
+		{map[string]string{AnnotationDNSDomain: "Db.Example.com."}, func(c config) bool { return c.invalid == "" }},
+		{map[string]string{AnnotationDNSDomain: "a_b"}, func(c config) bool { return c.invalid == AnnotationDNSDomain }},
+		{map[string]string{AnnotationDrainTimeout: "0"}, func(c config) bool { return c.invalid == AnnotationDrainTimeout }},
+		{map[string]string{AnnotationDrainTimeout: "7"}, func(c config) bool { return c.drainTimeout == 7*time.Second }},
+		{map[string]string{AnnotationRolloutGroupOrder: "-3"}, func(c config) bool { return c.invalid == "" }},
+	} {
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Annotations: tc.ann},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](8)}}
+		if c := parseConfig(sts); !tc.want(c) {
+			t.Errorf("%v: %+v", tc.ann, c)
 		}
 	}
 }
