@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"strconv"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,5 +32,26 @@ func TestFaultDrainHandshake(t *testing.T) {
 	e.check.Resolve(true)
 	if st := e.check.Stats(); st.DrainRequests < 5 || st.Removals < 5 {
 		t.Errorf("checker stats %+v: want at least 5 drain requests and 5 removals judged", st)
+	}
+}
+
+// TestFaultGroup: two members of a rollout group roll together, one at a
+// time, the drain handshake on; the checker judges each request against the
+// other member's pods.
+func TestFaultGroup(t *testing.T) {
+	t.Parallel()
+	e := newFaultEnv(t, faultEnvOptions{})
+	for i, name := range []string{"a", "b"} {
+		e.create(faultSet(e.ns, name, 4, map[string]string{invariants.AnnotationMaxUnavailable: "2",
+			invariants.AnnotationDrainTimeout: "1", invariants.AnnotationRolloutGroup: "g",
+			invariants.AnnotationRolloutGroupOrder: strconv.Itoa(i)}))
+	}
+	e.waitReady("a", 4)
+	e.waitReady("b", 4)
+	e.roll("a", "b")
+	e.waitComplete(faultTimeout, "a", "b")
+	e.check.Resolve(true)
+	if st := e.check.Stats(); st.Removals < 8 {
+		t.Errorf("checker stats %+v: want at least 8 removals judged", st)
 	}
 }

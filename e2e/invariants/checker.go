@@ -40,7 +40,12 @@
 //     replacements in flight (missing, terminating, updated and not Ready);
 //   - drain handshake: with stsroller.io/drain-timeout-seconds, a healthy
 //     pod is evicted only after its request for the update revision was
-//     answered (stsroller.io/drain-complete) or timed out;
+//     answered (stsroller.io/drain-complete) or timed out; a pod is asked
+//     once per rollout: not again while its request stands;
+//   - rollout groups: an eviction or drain request only while every other
+//     member of the group has all its pods Ready, live and not asked to
+//     drain; an unhealthy pod's deletion only while no other member has
+//     replacements on their way;
 //   - no deletecollection.
 //
 // For every successful eviction, by anyone, of a Ready pod: each budget over
@@ -595,7 +600,7 @@ func (v *view) others() map[string][]*corev1.Pod {
 	out := map[string][]*corev1.Pod{}
 	for i := range v.s.replicas {
 		name := v.set + "-" + strconv.Itoa(int(i))
-		if name != v.target.Name {
+		if v.target == nil || name != v.target.Name {
 			out[name] = v.c.candidates(name, v.at)
 		}
 	}
@@ -685,14 +690,7 @@ func (c *Checker) judgeLocked(e *AuditEvent) {
 	}
 	st := c.sets[set]
 	// The StatefulSet's candidate states, as for pods.
-	i := sort.Search(len(st.history), func(i int) bool { return st.history[i].at.After(t) })
-	var states []setAt
-	if i > 0 {
-		states = append(states, st.history[i-1])
-	}
-	for ; i < len(st.history) && !st.history[i].at.After(t.Add(Lag)); i++ {
-		states = append(states, st.history[i])
-	}
+	states := st.at(t)
 	if len(states) == 0 {
 		states = append(states, st.history[0])
 	}
@@ -818,6 +816,11 @@ func (v *view) rules(act action, cands []*corev1.Pod) (_ map[string]string, chec
 		}
 	}
 
+	// A request is made once per pod and rollout.
+	if act == actRequest && v.requested(p) {
+		fire("once", "while its request of %s for revision %s stood", p.Annotations[AnnotationDrainRequested], s.updateRevision)
+	}
+
 	// The drain handshake.
 	if act == actEvict && s.cfg.drainTimeout > 0 && healthy {
 		ok, why := false, "it was never asked to drain for revision "+s.updateRevision
@@ -841,7 +844,65 @@ func (v *view) rules(act action, cands []*corev1.Pod) (_ map[string]string, chec
 			fire("drain", "healthy, though %s", why)
 		}
 	}
-	return out, 7
+
+	// Rollout groups: one member at a time.
+	if s.cfg.group != "" && s.cfg.enabled {
+		for _, m := range v.members() {
+			if act == actDelete {
+				// A repair waits only for a member whose replacements are on
+				// their way.
+				if n, names := m.countOthers(func(q *corev1.Pod) bool {
+					return !m.live(q) || (!m.outdated(q) && !runningReady(q)) || m.requested(q)
+				}); n > 0 {
+					fire("group", "while %s of its rollout group %s had replacements on their way (%s)", m.set, s.cfg.group, listed(names))
+				}
+				continue
+			}
+			if n, names := m.countOthers(func(q *corev1.Pod) bool {
+				return !m.live(q) || !runningReady(q) || m.requested(q)
+			}); n > 0 {
+				fire("group", "while %s of its rollout group %s had pods unavailable or asked to drain (%s)", m.set, s.cfg.group, listed(names))
+			}
+		}
+	}
+	return out, 9
+}
+
+// members are views of the other StatefulSets of the target's rollout group
+// at the request: those that are members in every state they may have had.
+func (v *view) members() []*view {
+	var out []*view
+	for name, st := range v.c.sets {
+		if name == v.set {
+			continue
+		}
+		states := st.at(v.at)
+		member := len(states) > 0
+		for _, s := range states {
+			if !s.cfg.enabled || s.cfg.group != v.s.cfg.group || s.deleting {
+				member = false
+			}
+		}
+		if member {
+			out = append(out, &view{c: v.c, at: v.at, set: name, setUID: st.uid, s: states[0]})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].set < out[j].set })
+	return out
+}
+
+// at are the states the StatefulSet may have had at the API server at t:
+// the last that arrived by t, then those that arrived within Lag after it.
+func (s *setState) at(t time.Time) []setAt {
+	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].at.After(t) })
+	var out []setAt
+	if i > 0 {
+		out = append(out, s.history[i-1])
+	}
+	for ; i < len(s.history) && !s.history[i].at.After(t.Add(Lag)); i++ {
+		out = append(out, s.history[i])
+	}
+	return out
 }
 
 // countStaying counts the set's pods below replicas, the target excluded,

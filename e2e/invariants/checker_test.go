@@ -38,7 +38,7 @@ func newStream(t *testing.T, n int32, ann map[string]string) *stream {
 		a[k] = v
 	}
 	s.sts = &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsName, UID: "sts-uid", Generation: 2, Annotations: a},
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsName, UID: "db-uid", Generation: 2, Annotations: a},
 		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(n),
 			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}},
 		Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, UpdateRevision: "new"},
@@ -54,6 +54,30 @@ func newStream(t *testing.T, n int32, ann map[string]string) *stream {
 func (s *stream) step(d time.Duration) { s.clk.Step(d) }
 
 func (s *stream) pod(name, rev string, isReady bool) *corev1.Pod {
+	return s.podOf("db", name, rev, isReady)
+}
+
+// addSet adds another StatefulSet of n Ready pods at "old", update revision
+// "new".
+func (s *stream) addSet(set string, n int32, ann map[string]string) {
+	a := map[string]string{AnnotationEnabled: "true"}
+	for k, v := range ann {
+		a[k] = v
+	}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: set, Namespace: nsName, UID: types.UID(set + "-uid"), Generation: 1, Annotations: a},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(n),
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}},
+		Status: appsv1.StatefulSetStatus{ObservedGeneration: 1, UpdateRevision: "new"},
+	}
+	s.c.OnStatefulSet(sts)
+	for i := range n {
+		s.c.OnPod(s.podOf(set, fmt.Sprintf("%s-%d", set, i), "old", true))
+	}
+	s.step(time.Second)
+}
+
+func (s *stream) podOf(set, name, rev string, isReady bool) *corev1.Pod {
 	s.uid++
 	st := corev1.ConditionFalse
 	if isReady {
@@ -62,9 +86,9 @@ func (s *stream) pod(name, rev string, isReady bool) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsName, UID: types.UID(fmt.Sprintf("%s-%d", name, s.uid)),
 			CreationTimestamp: metav1.NewTime(s.clk.Now().Truncate(time.Second)),
-			Labels:            map[string]string{"app": "db", appsv1.ControllerRevisionHashLabelKey: rev},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db",
-				UID: "sts-uid", Controller: ptr.To(true)}}},
+			Labels:            map[string]string{"app": set, appsv1.ControllerRevisionHashLabelKey: rev},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: set,
+				UID: types.UID(set + "-uid"), Controller: ptr.To(true)}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning,
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
 	}
@@ -236,6 +260,20 @@ func TestCleanTracesHaveNoViolation(t *testing.T) {
 			s.audit("stsroller-e2e-admin", "e2e.test", "delete", "", "db-1", 200)
 			s.audit("system:serviceaccount:kube-system:generic-garbage-collector", "kube-controller-manager", "delete", "", "db-0", 200)
 		}},
+		{"one member of a group at a time", 3, map[string]string{AnnotationRolloutGroup: "g"}, func(s *stream) {
+			s.addSet("web", 2, map[string]string{AnnotationRolloutGroup: "g"})
+			s.setReady("web-1", false)              // web's broken pod is not ours to wait for...
+			s.annotate(AnnotationRolloutGroup, "h") // ...once db leaves the group
+			s.step(Lag)
+			s.rollout(3)
+		}},
+		{"asked again after a withdrawal", 3, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.requestDrain("db-2", "new")
+			s.audit("stsroller", "stsroller", "patch", "", "db-2", 200)
+			s.edit("db-2", func(p *corev1.Pod) { delete(p.Annotations, AnnotationDrainRequested) })
+			s.step(Lag + time.Second)
+			s.requestDrain("db-2", "new")
+		}},
 		{"refused removals take no effect", 3, nil, func(s *stream) {
 			s.replace("evict", "db-2", "new", true)
 			s.audit("stsroller", "stsroller", "create", "eviction", "db-2", 429)
@@ -398,6 +436,22 @@ func TestRulesFire(t *testing.T) {
 			s.replace("delete", "db-3", "new", false)
 			s.remove("delete", "db-2")
 		}, "db-2 of db was deleted with 1 other replacements in flight (db-3)"},
+		{"asked twice", 3, map[string]string{AnnotationDrainTimeout: "30"}, func(s *stream) {
+			s.requestDrain("db-2", "new")
+			s.step(time.Second)
+			s.requestDrain("db-2", "new")
+		}, "db-2 of db was asked to drain while its request of"},
+		{"evicted while another member of the group is down", 3, map[string]string{AnnotationRolloutGroup: "g"}, func(s *stream) {
+			s.addSet("web", 2, map[string]string{AnnotationRolloutGroup: " g "})
+			s.setReady("web-1", false)
+			s.remove("evict", "db-2")
+		}, "db-2 of db was evicted while web of its rollout group g had pods unavailable or asked to drain (web-1)"},
+		{"repaired while another member's replacements are on their way", 3, map[string]string{AnnotationRolloutGroup: "g"}, func(s *stream) {
+			s.addSet("web", 2, map[string]string{AnnotationRolloutGroup: "g"})
+			s.audit("stsroller", "stsroller", "create", "eviction", "web-1", 201)
+			s.setReady("db-2", false)
+			s.remove("delete", "db-2")
+		}, "db-2 of db was deleted while web of its rollout group g had replacements on their way (web-1)"},
 		{"pod of another owner", 3, nil, func(s *stream) {
 			stray := s.pod("stray", "old", true)
 			stray.OwnerReferences = nil

@@ -49,6 +49,7 @@ type config struct {
 	partition      int32
 	leader         labels.Selector
 	drainTimeout   time.Duration // 0: no handshake
+	group          string        // stsroller.io/rollout-group, trimmed; "" if none
 }
 
 // parseConfig reads a StatefulSet's stsroller.io/ annotations by the table of
@@ -122,9 +123,11 @@ func parseConfig(s *appsv1.StatefulSet) config {
 		}
 	}
 	if v, ok := a[AnnotationRolloutGroup]; ok {
-		if g := strings.TrimSpace(v); g == "" || len(validation.IsValidLabelValue(g)) > 0 {
+		g := strings.TrimSpace(v)
+		if g == "" || len(validation.IsValidLabelValue(g)) > 0 {
 			bad(AnnotationRolloutGroup)
 		}
+		c.group = g
 	}
 	if v, ok := a[AnnotationRolloutGroupOrder]; ok {
 		if _, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32); err != nil {
