@@ -47,8 +47,9 @@ func Trim(obj any) (any, error) {
 		// The template is read (readiness gates); the claim templates are not.
 		o.Spec.VolumeClaimTemplates = nil
 	case *policyv1.PodDisruptionBudget:
-		// Only the selector and the status are read.
-		o.Status.DisruptedPods = nil
+		// Only the selector and the status are read; status.disruptedPods
+		// (pods evicted in the last moments, a short list) tells whether the
+		// status counts an eviction of ours yet.
 	}
 	return obj, nil
 }

@@ -25,6 +25,10 @@ type Budget struct {
 	// Stale is true when status.observedGeneration < metadata.generation: the
 	// disruption controller has not yet computed the budget's current spec.
 	Stale bool
+	// Disrupted names the pods the status counts as disrupted
+	// (status.disruptedPods): evicted, their deletion not yet seen by the
+	// disruption controller. Allowed already counts them.
+	Disrupted map[string]bool
 }
 
 // Headroom returns the budget's view: its disruptionsAllowed, or nothing when
@@ -35,7 +39,14 @@ func Headroom(b *policyv1.PodDisruptionBudget) Budget {
 	if stale || allowed < 0 {
 		allowed = 0
 	}
-	return Budget{Name: b.Name, Allowed: allowed, Stale: stale}
+	var disrupted map[string]bool
+	if len(b.Status.DisruptedPods) > 0 {
+		disrupted = make(map[string]bool, len(b.Status.DisruptedPods))
+		for name := range b.Status.DisruptedPods {
+			disrupted[name] = true
+		}
+	}
+	return Budget{Name: b.Name, Allowed: allowed, Stale: stale, Disrupted: disrupted}
 }
 
 // parseSelector is metav1.LabelSelectorAsSelector; a variable so a test can

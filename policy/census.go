@@ -141,6 +141,11 @@ func take(in Input) census {
 	}
 	for _, s := range pods {
 		p := s.pod
+		if _, ok := in.Removing[p.UID]; ok && p.DeletionTimestamp == nil {
+			// Removed by us, not yet seen so: on its way out.
+			c.terminating++
+			continue
+		}
 		if p.DeletionTimestamp != nil {
 			c.terminating++
 			if end := p.DeletionTimestamp.Add(stuckAfter); !in.Now.Before(end) {

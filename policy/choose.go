@@ -81,7 +81,7 @@ func choose(in Input, c *census) choice {
 	if len(c.healthy) > 0 || len(c.draining) > 0 || (turn.now && len(c.leaders) > 0) {
 		ch.guard = evictionGuard(in, c)
 	}
-	used := map[string]int32{}
+	used := uncountedEvictions(in)
 	room = ch.drained(in, c, room, used, turn)
 	evictable := c.healthy
 	if turn.now && ch.drainsKept == 0 && len(c.leaders) > 0 {
@@ -128,6 +128,27 @@ func choose(in Input, c *census) choice {
 		ch.withdraw(p, p.Name+" is at the update revision")
 	}
 	return ch
+}
+
+// uncountedEvictions counts, per budget, the evictions of ours whose pod the
+// informer still shows alive and that the budget's status does not count
+// yet: each still spends one of its disruptions.
+func uncountedEvictions(in Input) map[string]int32 {
+	used := map[string]int32{}
+	if len(in.Removing) == 0 {
+		return used
+	}
+	for _, p := range in.Pods {
+		if m, ok := in.Removing[p.UID]; !ok || m != MethodEvict || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, b := range in.Budgets[p.Name] {
+			if !b.Disrupted[p.Name] {
+				used[b.Name]++
+			}
+		}
+	}
+	return used
 }
 
 func (ch *choice) add(v *candidate, m Method, why Removal, msg string) {

@@ -203,7 +203,7 @@ func RunForecast(fi ForecastInput) Forecast {
 		in := m.in
 		in.Now = t
 		in.Previous = m.prev
-		in.AwaitingDeletions = 0
+		in.Removing = nil
 		in.Pods = nil
 		for _, o := range slices.Sorted(maps.Keys(m.pods)) {
 			in.Pods = append(in.Pods, m.pods[o].pod)

@@ -18,11 +18,14 @@ import (
 // fuzzPod is one pod as a fuzz input describes it.
 type fuzzPod struct {
 	missing, terminating, updated bool
-	running, ready                bool
-	leader                        bool
-	inA, inB                      bool // selected by budget A, budget B
-	propagated, unreachable       bool
-	readyFor                      time.Duration
+	// removing: terminating because we removed it, though the informer
+	// still shows it alive (Input.Removing).
+	removing                bool
+	running, ready          bool
+	leader                  bool
+	inA, inB                bool // selected by budget A, budget B
+	propagated, unreachable bool
+	readyFor                time.Duration
 }
 
 // fuzzCase is a planner input decoded from fuzz bytes, with the facts the
@@ -74,6 +77,7 @@ func decodeFuzz(data []byte) fuzzCase {
 	}
 	flags := at(5)
 	c.awaiting = flags&1 != 0
+
 	c.minReady = time.Duration(flags>>1&3) * 10 * time.Second
 	c.dns = flags&8 != 0
 	if flags&16 != 0 {
@@ -113,6 +117,13 @@ func decodeFuzz(data []byte) fuzzCase {
 		}
 		c.pods = append(c.pods, p)
 	}
+	// Awaiting: the first live pod was removed by us, unobserved.
+	for i := range c.pods {
+		if p := &c.pods[i]; c.awaiting && !p.missing && !p.terminating {
+			p.terminating, p.removing = true, true
+			break
+		}
+	}
 	return c
 }
 
@@ -150,9 +161,6 @@ func (c fuzzCase) input() Input {
 		DNS:         map[string]DNSState{},
 		Now:         t0,
 	}
-	if c.awaiting {
-		in.AwaitingDeletions = 1
-	}
 	for i, fp := range c.pods {
 		if fp.missing {
 			continue
@@ -169,8 +177,11 @@ func (c fuzzCase) input() Input {
 		if !fp.running {
 			pending(p)
 		}
-		if fp.terminating {
+		if fp.terminating && !fp.removing {
 			terminating(p)
+		}
+		if fp.removing {
+			in.Removing = map[types.UID]Method{p.UID: MethodDelete}
 		}
 		if fp.leader {
 			leader(p)
@@ -275,12 +286,10 @@ func checkPlan(t *testing.T, c fuzzCase, plan Plan) {
 			t.Fatalf("unknown method %q", d.Method)
 		}
 	}
-	// Awaiting deletions stops every deletion; the eviction guards (two
-	// budgets over a pod, a DNS server that cannot be asked) stop evictions
-	// only: unhealthy pods cost no availability and no budget.
-	if len(plan.Deletions) > 0 && c.awaiting {
-		t.Fatalf("deletions while awaiting deletions")
-	}
+	// A removal of ours not yet observed counts as terminating (above); the
+	// eviction guards (two budgets over a pod, a DNS server that cannot be
+	// asked) stop evictions only: unhealthy pods cost no availability and
+	// no budget.
 	if evictions > 0 && (twoBudgets || dnsUnreachable) {
 		t.Fatalf("evictions despite a guard: two budgets %v, DNS unreachable %v", twoBudgets, dnsUnreachable)
 	}

@@ -58,7 +58,7 @@ func MemberOf(in Input, alone Plan) GroupMember {
 	case PhaseInvalid:
 		m.Hold = fmt.Sprintf("it is invalid (%s: %s)", st.Reason, st.Message)
 	}
-	m.InFlight = in.AwaitingDeletions > 0 || st.Updated > st.UpdatedAvailable ||
+	m.InFlight = len(in.Removing) > 0 || st.Updated > st.UpdatedAvailable ||
 		presentPods(in) < st.Replicas || alone.Draining > 0
 	return m
 }

@@ -56,9 +56,9 @@ func TestMemberOf(t *testing.T) {
 			GroupMember{Name: "a", Hold: "it is paused (stsroller.io/paused)"}},
 		{"awaiting a deletion", func() Input {
 			in := member("a", nil, "o", "o", "o")
-			in.AwaitingDeletions = 1
+			in.Removing = map[types.UID]Method{in.Pods[0].UID: MethodEvict}
 			return in
-		}(), GroupMember{Name: "a", InFlight: true, Rolling: true}},
+		}(), GroupMember{Name: "a", Unavailable: 1, InFlight: true, Rolling: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/stsroller/stsroller/pdb"
 )
@@ -56,8 +57,13 @@ type Input struct {
 	DNS map[string]DNSState
 	// DNSError is set when the gate cannot work at all (no servers known).
 	DNSError error
-	// AwaitingDeletions counts deletions of ours the informers have not seen yet.
-	AwaitingDeletions int
+	// Removing names the pods (by UID) that stsroller removed and the
+	// informers still show alive, with how each went. Each counts at once as
+	// a pod on its way out, as if it were terminating, so the next plan goes
+	// on without waiting for the watch (expectations, as the built-in
+	// controllers keep them); an eviction also holds its budget's disruption
+	// until the budget's status shows it (pdb.Budget.Disrupted).
+	Removing map[types.UID]Method
 	// Previous is the status last written, nil when there is none.
 	Previous *Status
 	Now      time.Time
@@ -147,10 +153,6 @@ func Compute(in Input) Plan {
 	if !inProgress(in, &c) {
 		withdrawals = c.withdrawAll("no rollout is under way")
 		return say(settled(in, &c))
-	}
-	if in.AwaitingDeletions > 0 {
-		return say(PhaseRolling, ReasonWaitingForDeletion, fmt.Sprintf(
-			"waiting to observe %d pod deletion(s) already made", in.AwaitingDeletions), nil)
 	}
 	ch := choose(in, &c)
 	withdrawals = ch.withdrawals

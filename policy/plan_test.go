@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/pdb"
@@ -134,12 +135,46 @@ func TestCompute(t *testing.T) {
 			wantReason: ReasonGenerationNotObserved,
 		},
 		{
-			name:       "our deletions not yet observed",
+			// Issue 18: a removal of ours not yet observed counts at once
+			// as a pod on its way out, instead of holding the whole plan.
+			name:       "our removal not yet observed counts as unavailable: max-unavailable 1 is used up",
 			sts:        newSet(3, nil),
 			pods:       pods("O", "o", "o"),
-			edit:       func(in *Input) { in.AwaitingDeletions = 1 },
+			edit:       func(in *Input) { in.Removing = map[types.UID]Method{in.Pods[2].UID: MethodEvict} },
 			wantPhase:  PhaseRolling,
-			wantReason: ReasonWaitingForDeletion,
+			wantReason: ReasonWaitingForAvailability,
+		},
+		{
+			name:       "our removal not yet observed: the plan goes on within max-unavailable 3",
+			sts:        newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods:       pods("O", "o", "o"),
+			edit:       func(in *Input) { in.Removing = map[types.UID]Method{in.Pods[2].UID: MethodEvict} },
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonDeletingPods,
+			want:       []deletion{del("web-0"), evict("web-1")},
+		},
+		{
+			name: "an eviction not yet observed holds its budget's disruption while the status does not count it",
+			sts:  newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods: pods("o", "o", "o"),
+			edit: func(in *Input) {
+				in.Removing = map[types.UID]Method{in.Pods[2].UID: MethodEvict}
+				in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "web", Allowed: 1})
+			},
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonWaitingForAvailability,
+		},
+		{
+			name: "an eviction the budget's status counts already is not counted twice",
+			sts:  newSet(3, ann(AnnotationMaxUnavailable, "3")),
+			pods: pods("o", "o", "o"),
+			edit: func(in *Input) {
+				in.Removing = map[types.UID]Method{in.Pods[2].UID: MethodEvict}
+				in.Budgets = budgetOver(in.Pods, pdb.Budget{Name: "web", Allowed: 1, Disrupted: map[string]bool{"web-2": true}})
+			},
+			wantPhase:  PhaseRolling,
+			wantReason: ReasonDeletingPods,
+			want:       []deletion{evict("web-1")},
 		},
 
 		// Step 2: unhealthy outdated pods first, deleted, in waves.

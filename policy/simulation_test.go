@@ -120,6 +120,12 @@ func randomSimConfig(rng *rand.Rand) simConfig {
 	return c
 }
 
+// unobservedRemoval is a removal the planner's informers do not show yet.
+type unobservedRemoval struct {
+	pod    string
+	method Method
+}
+
 // simPod is one pod of the model.
 type simPod struct {
 	name       string
@@ -162,10 +168,14 @@ type sim struct {
 	// disruption controller's next value when it lags.
 	pdbAllowed, pdbNext int32
 	pdbStale            bool
-	awaiting            int
-	unreachable         string
-	prev                *Status
-	log                 []string
+	// unobserved are this step's removals the planner's informer does not
+	// show yet (by pod name, with how), and pdbUncounted says whether the
+	// budget's status it reads predates those evictions too.
+	unobserved   map[types.UID]unobservedRemoval
+	pdbUncounted bool
+	unreachable  string
+	prev         *Status
+	log          []string
 	// groupRole is what its rollout group allows it this step; empty alone.
 	groupRole GroupRole
 	// errs collects invariant violations; the run stops at the first step
@@ -239,13 +249,12 @@ func (s *sim) input() Input {
 	}
 	cfg, err := ParseConfig(sts)
 	in := Input{
-		StatefulSet:       sts,
-		Config:            cfg,
-		ConfigError:       err,
-		Service:           headlessService(true),
-		AwaitingDeletions: s.awaiting,
-		Previous:          s.prev,
-		Now:               s.now,
+		StatefulSet: sts,
+		Config:      cfg,
+		ConfigError: err,
+		Service:     headlessService(true),
+		Previous:    s.prev,
+		Now:         s.now,
 	}
 	for o, p := range s.pods {
 		if p == nil {
@@ -274,7 +283,13 @@ func (s *sim) input() Input {
 		if p.leader {
 			pod.Labels["stsroller.io/role"] = "leader"
 		}
-		if p.terminating > 0 {
+		if u, ok := s.unobserved[p.uid]; ok {
+			// The informer lags: the pod still looks alive.
+			if in.Removing == nil {
+				in.Removing = map[types.UID]Method{}
+			}
+			in.Removing[p.uid] = u.method
+		} else if p.terminating > 0 {
 			pod.DeletionTimestamp = ptr.To(metav1.NewTime(s.now))
 		}
 		if !p.drainRequested.IsZero() {
@@ -300,6 +315,20 @@ func (s *sim) input() Input {
 		}
 		if s.pdbStale {
 			b.Generation = 2
+		}
+		for uid, u := range s.unobserved {
+			if p := s.podNamed(u.pod); u.method != MethodEvict || p == nil || p.uid != uid {
+				continue // gone already: the informer shows that too
+			}
+			name := u.pod
+			if s.pdbUncounted {
+				b.Status.DisruptionsAllowed++
+			} else {
+				if b.Status.DisruptedPods == nil {
+					b.Status.DisruptedPods = map[string]metav1.Time{}
+				}
+				b.Status.DisruptedPods[name] = metav1.NewTime(s.now)
+			}
 		}
 		in.Budgets, in.BudgetError = pdb.ForPods([]*policyv1.PodDisruptionBudget{b}, in.Pods)
 	}
@@ -652,8 +681,8 @@ func (s *sim) check(in Input, plan Plan) {
 
 	// Nothing while our deletions are not observed or the StatefulSet
 	// controller has not seen the template.
-	if len(plan.Deletions) > 0 && (in.AwaitingDeletions > 0 || s.observed < s.generation) {
-		fail("deletions while awaiting %d deletions, generation %d observed %d", in.AwaitingDeletions, s.generation, s.observed)
+	if len(plan.Deletions) > 0 && s.observed < s.generation {
+		fail("deletions while generation %d is observed as %d", s.generation, s.observed)
 	}
 
 	// (a) Never more unavailable than max-unavailable because of us:
@@ -699,7 +728,7 @@ func (s *sim) check(in Input, plan Plan) {
 	// flight; then healthy ones (leaders only when no other outdated pod is
 	// left) while fewer than max-unavailable pods are unavailable and the
 	// budget has headroom; each an available pod makes one more unavailable.
-	if in.AwaitingDeletions == 0 && s.observed == s.generation {
+	if s.observed == s.generation {
 		coming := 0
 		for _, p := range s.pods {
 			if p == nil || p.terminating > 0 || p.rev == s.updateRev {
@@ -792,6 +821,8 @@ func (s *sim) podNamed(name string) *simPod {
 
 // apply carries the plan out as the API server would.
 func (s *sim) apply(plan Plan) {
+	// The removals of the step before are seen by now.
+	s.unobserved = nil
 	for _, w := range plan.Withdrawals {
 		if p := s.podNamed(w.Pod.Name); p != nil && p.uid == w.Pod.UID {
 			p.drainRequested, p.drainRev, p.drainAnswerIn = time.Time{}, "", 0
@@ -829,6 +860,14 @@ func (s *sim) apply(plan Plan) {
 		// A deleted pod stays Ready through its grace period, until its
 		// containers stop.
 		p.terminating = 1 + s.rng.IntN(2)
+		if s.rng.IntN(3) == 0 {
+			// The planner's informers show it a step late.
+			if s.unobserved == nil {
+				s.unobserved = map[types.UID]unobservedRemoval{}
+				s.pdbUncounted = s.rng.IntN(2) == 0
+			}
+			s.unobserved[p.uid] = unobservedRemoval{p.name, d.Method}
+		}
 	}
 }
 
@@ -892,11 +931,8 @@ func (s *sim) advance() {
 			}
 		}
 	}
-	s.awaiting, s.pdbStale, s.unreachable = 0, false, ""
+	s.pdbStale, s.unreachable = false, ""
 	if chaos {
-		if s.rng.IntN(20) == 0 {
-			s.awaiting = 1
-		}
 		if s.rng.IntN(20) == 0 {
 			s.pdbStale = true
 		}
@@ -983,8 +1019,8 @@ func (s *sim) logStep(before string, plan Plan) {
 	for _, d := range plan.Deletions {
 		dels = append(dels, d.Pod.Name+":"+string(d.Method))
 	}
-	s.log = append(s.log, fmt.Sprintf("  %3d [%s] pdb=%d stale=%v awaiting=%d -> %s/%s %v",
-		s.step, strings.TrimSpace(before), s.pdbAllowed, s.pdbStale, s.awaiting, plan.Status.Phase, plan.Status.Reason, dels))
+	s.log = append(s.log, fmt.Sprintf("  %3d [%s] pdb=%d stale=%v unobserved=%v -> %s/%s %v",
+		s.step, strings.TrimSpace(before), s.pdbAllowed, s.pdbStale, s.unobserved, plan.Status.Phase, plan.Status.Reason, dels))
 	if len(s.log) > 12 {
 		s.log = s.log[1:]
 	}

@@ -520,7 +520,7 @@ func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv
 	c.budgets.set(key, base.Budgets)
 	in := input{Input: base}
 	in.Previous = c.previous(key, sts, in.Previous)
-	in.AwaitingDeletions = c.expectations.outstanding(key, in.Pods)
+	in.Removing = c.expectations.outstanding(key, in.Pods)
 	in.Now = c.clock.Now()
 	if c.gate != nil && (in.ConfigError != nil || in.Config.DNSDomain == "") {
 		// The gate is off for this StatefulSet (or cannot be read): its
@@ -595,7 +595,7 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	default:
 		return "", fmt.Errorf("removing pod %s/%s (%s): %w", d.Pod.Namespace, d.Pod.Name, d.Method, err)
 	}
-	c.expectations.expect(key, d.Pod.UID)
+	c.expectations.expect(key, d.Pod.UID, d.Method)
 	reason, why := policy.ReasonEvictedPod, "outdated"
 	switch d.Why {
 	case policy.RemovalUnhealthy:

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/stsroller/stsroller/policy"
 )
 
 // expectationsTimeout bounds how long a deletion the informer never reports
@@ -15,38 +17,45 @@ import (
 const expectationsTimeout = 5 * time.Minute
 
 // expectations remembers, per StatefulSet, the pods this process deleted or
-// evicted until the informer shows them gone or terminating, so a deletion is
-// never repeated, nor the next batch started, on a stale cache.
+// evicted until the informer shows them gone or terminating. The planner
+// counts them as on their way out meanwhile, so a removal is never repeated
+// on a stale cache, and the next one need not wait for the watch.
 type expectations struct {
 	clock clock.PassiveClock
 	mu    sync.Mutex
-	// pending maps a StatefulSet to the UIDs of its pods we removed, with when.
-	pending map[cache.ObjectName]map[types.UID]time.Time
+	// pending maps a StatefulSet to the UIDs of its pods we removed, with
+	// when and how.
+	pending map[cache.ObjectName]map[types.UID]expected
+}
+
+type expected struct {
+	at     time.Time
+	method policy.Method
 }
 
 func newExpectations(c clock.PassiveClock) *expectations {
-	return &expectations{clock: c, pending: map[cache.ObjectName]map[types.UID]time.Time{}}
+	return &expectations{clock: c, pending: map[cache.ObjectName]map[types.UID]expected{}}
 }
 
-// expect records that the pod with this UID was removed.
-func (e *expectations) expect(key cache.ObjectName, uid types.UID) {
+// expect records that the pod with this UID was removed, and how.
+func (e *expectations) expect(key cache.ObjectName, uid types.UID, m policy.Method) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.pending[key] == nil {
-		e.pending[key] = map[types.UID]time.Time{}
+		e.pending[key] = map[types.UID]expected{}
 	}
-	e.pending[key][uid] = e.clock.Now()
+	e.pending[key][uid] = expected{e.clock.Now(), m}
 }
 
 // outstanding drops the expectations the pods (the StatefulSet's pods as the
-// informer shows them now) satisfy, and counts the rest: removed pods the
-// informer still shows alive.
-func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) int {
+// informer shows them now) satisfy, and returns the rest: removed pods the
+// informer still shows alive, with how they went (nil: none).
+func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) map[types.UID]policy.Method {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	uids := e.pending[key]
 	if len(uids) == 0 {
-		return 0
+		return nil
 	}
 	alive := make(map[types.UID]bool, len(pods))
 	for _, p := range pods {
@@ -55,15 +64,21 @@ func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) int
 		}
 	}
 	now := e.clock.Now()
-	for uid, at := range uids {
-		if !alive[uid] || now.Sub(at) > expectationsTimeout {
+	var out map[types.UID]policy.Method
+	for uid, x := range uids {
+		if !alive[uid] || now.Sub(x.at) > expectationsTimeout {
 			delete(uids, uid)
+			continue
 		}
+		if out == nil {
+			out = map[types.UID]policy.Method{}
+		}
+		out[uid] = x.method
 	}
 	if len(uids) == 0 {
 		delete(e.pending, key)
 	}
-	return len(uids)
+	return out
 }
 
 // forget drops everything expected of a StatefulSet that is gone.
