@@ -234,9 +234,7 @@ func take(in Input) census {
 	return c
 }
 
-// withdrawAll withdraws every drain request on the StatefulSet's live pods
-// but the unhealthy ones (they are deleted without a handshake, and their
-// replacements carry nothing).
+// withdrawAll withdraws every drain request on the StatefulSet's live pods.
 func (c *census) withdrawAll(why string) []Withdrawal {
 	var out []Withdrawal
 	add := func(p *corev1.Pod) {
@@ -253,6 +251,11 @@ func (c *census) withdrawAll(why string) []Withdrawal {
 			if v.staleDrain {
 				add(v.pod)
 			}
+		}
+	}
+	for _, v := range c.unhealthy {
+		if HasDrainRequest(v.pod) {
+			add(v.pod)
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,11 +57,14 @@ type simConfig struct {
 	// drainTimeout turns the drain handshake on (seconds; 0: off). Pods
 	// asked answer within a few steps, or, one in four, never.
 	drainTimeout int
+	// interrupts: during the chaos the rollout is paused and resumed, and
+	// its partition raised and lowered, now and then.
+	interrupts bool
 }
 
 func (c simConfig) String() string {
-	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds drainTimeout=%ds",
-		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds, c.drainTimeout)
+	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds drainTimeout=%ds interrupts=%v",
+		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds, c.drainTimeout, c.interrupts)
 }
 
 // resolvedMaxUnavailable is max-unavailable as DESIGN.md defines it,
@@ -117,6 +121,7 @@ func randomSimConfig(rng *rand.Rand) simConfig {
 	if rng.IntN(3) == 0 {
 		c.drainTimeout = 5 * (1 + rng.IntN(6))
 	}
+	c.interrupts = c.chaosSteps > 0 && rng.IntN(2) == 0
 	return c
 }
 
@@ -173,9 +178,13 @@ type sim struct {
 	// budget's status it reads predates those evictions too.
 	unobserved   map[types.UID]unobservedRemoval
 	pdbUncounted bool
-	unreachable  string
-	prev         *Status
-	log          []string
+	// paused and partition are the annotations as they are now (the
+	// interrupts change them during the chaos).
+	paused      bool
+	partition   int
+	unreachable string
+	prev        *Status
+	log         []string
 	// groupRole is what its rollout group allows it this step; empty alone.
 	groupRole GroupRole
 	// errs collects invariant violations; the run stops at the first step
@@ -193,6 +202,7 @@ func newSim(cfg simConfig, seed uint64) *sim {
 		observed:   1,
 		pods:       make([]*simPod, cfg.replicas),
 		missingFor: make([]int, cfg.replicas),
+		partition:  cfg.partition,
 	}
 	for o := range s.pods {
 		s.pods[o] = &simPod{
@@ -230,7 +240,7 @@ func (s *sim) available(p *simPod) bool {
 func (s *sim) input() Input {
 	a := map[string]string{
 		AnnotationMaxUnavailable:          s.cfg.maxUnavailable,
-		AnnotationPartition:               strconv.Itoa(s.cfg.partition),
+		AnnotationPartition:               strconv.Itoa(s.partition),
 		AnnotationProgressDeadlineSeconds: strconv.Itoa(s.cfg.deadlineSeconds),
 	}
 	if s.cfg.dns {
@@ -238,6 +248,9 @@ func (s *sim) input() Input {
 	}
 	if s.cfg.drainTimeout > 0 {
 		a[AnnotationDrainTimeoutSeconds] = strconv.Itoa(s.cfg.drainTimeout)
+	}
+	if s.paused {
+		a[AnnotationPaused] = "true"
 	}
 	sts := newSet(int32(s.cfg.replicas), a)
 	sts.Generation = s.generation
@@ -417,12 +430,11 @@ func (s *sim) done(plan Plan) bool {
 	if s.cfg.broken && s.cfg.rollbackAt == 0 || s.step < max(s.cfg.chaosSteps, s.cfg.rollbackAt) {
 		return false
 	}
-	// With nothing to update there was no rollout to complete.
-	want := PhaseComplete
-	if s.cfg.target() == 0 {
-		want = PhaseIdle
-	}
-	if plan.Status.Phase != want || len(plan.Deletions) > 0 {
+	// With nothing to update there was no rollout to complete (unless the
+	// interrupts lowered the partition for a while).
+	ok := plan.Status.Phase == PhaseComplete ||
+		s.cfg.target() == 0 && (plan.Status.Phase == PhaseIdle || s.cfg.interrupts)
+	if !ok || len(plan.Deletions) > 0 {
 		return false
 	}
 	updated := 0
@@ -437,7 +449,8 @@ func (s *sim) done(plan Plan) bool {
 			updated++
 		}
 	}
-	return updated == s.cfg.target()
+	// Pods updated while the interrupts had lowered the partition stay so.
+	return updated == s.cfg.target() || s.cfg.interrupts && updated > s.cfg.target()
 }
 
 func (s *sim) rollback() {
@@ -452,7 +465,18 @@ func (s *sim) rollback() {
 func (s *sim) check(in Input, plan Plan) {
 	fail := func(format string, args ...any) { s.errs = append(s.errs, fmt.Sprintf(format, args...)) }
 	maxU := s.cfg.resolvedMaxUnavailable()
-	target := s.cfg.target()
+	target := max(s.cfg.replicas-s.partition, 0)
+	// Paused: nothing is removed, and every drain request is withdrawn.
+	if s.paused {
+		if len(plan.Deletions) > 0 {
+			fail("%d removals while paused", len(plan.Deletions))
+		}
+		for _, p := range s.pods {
+			if p != nil && !p.drainRequested.IsZero() && p.terminating == 0 && !slices.ContainsFunc(plan.Withdrawals, func(w Withdrawal) bool { return w.Pod.UID == p.uid }) {
+				fail("paused, but the drain request of %s is not withdrawn", p.name)
+			}
+		}
+	}
 
 	byName := map[string]int{}
 	for o, p := range s.pods {
@@ -728,7 +752,7 @@ func (s *sim) check(in Input, plan Plan) {
 	// flight; then healthy ones (leaders only when no other outdated pod is
 	// left) while fewer than max-unavailable pods are unavailable and the
 	// budget has headroom; each an available pod makes one more unavailable.
-	if s.observed == s.generation {
+	if s.observed == s.generation && !s.paused {
 		coming := 0
 		for _, p := range s.pods {
 			if p == nil || p.terminating > 0 || p.rev == s.updateRev {
@@ -876,6 +900,14 @@ func (s *sim) advance() {
 	s.now = s.now.Add(simStep)
 	s.observed = s.generation
 	chaos := s.step < s.cfg.chaosSteps
+	switch {
+	case !chaos || !s.cfg.interrupts:
+		s.paused, s.partition = false, s.cfg.partition
+	case s.rng.IntN(12) == 0:
+		s.paused = !s.paused
+	case s.rng.IntN(12) == 0:
+		s.partition = s.rng.IntN(s.cfg.replicas + 2)
+	}
 	for o, p := range s.pods {
 		if p == nil {
 			s.missingFor[o]--
@@ -1071,7 +1103,7 @@ func TestSimulatedRolloutShapes(t *testing.T) {
 		"drain and chaos":      func(c *simConfig) { c.drainTimeout, c.chaosSteps, c.pdbMinAvailable = 30, 60, 4 },
 		"many, 25% and chaos":  func(c *simConfig) { c.replicas, c.maxUnavailable, c.chaosSteps = 30, "25%", 40 },
 		"many, all constraints": func(c *simConfig) {
-			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600, 20}
+			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600, 20, true}
 		},
 	}
 	for name, shape := range shapes {
