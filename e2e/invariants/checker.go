@@ -32,6 +32,8 @@
 //     stay (outdated, not removed, not asked to drain);
 //   - Ready pods only by eviction: stsroller deletes only pods that are not
 //     Running and Ready;
+//   - unhealthy first: no healthy pod is evicted or asked to drain while an
+//     outdated pod that is not Running and Ready is left;
 //   - leader last, and alone: a healthy pod matching the leader selector goes
 //     (or is asked) only while every other pod is updated and Ready;
 //   - max-unavailable: an eviction or a drain request leaves at most
@@ -816,6 +818,17 @@ func (v *view) rules(act action, cands []*corev1.Pod) (_ map[string]string, chec
 		}
 	}
 
+	// Unhealthy outdated pods first: they cost no availability, so a healthy
+	// pod goes only once none is left (or goes in the same round: its
+	// removal shows within Lag).
+	if act != actDelete && healthy {
+		if n, names := v.countOthers(func(q *corev1.Pod) bool {
+			return v.live(q) && q.Labels[appsv1.ControllerRevisionHashLabelKey] != "" && v.outdated(q) && !runningReady(q)
+		}); n > 0 {
+			fire("unhealthy-first", "while %d unhealthy outdated pods were left (%s)", n, listed(names))
+		}
+	}
+
 	// A request is made once per pod and rollout.
 	if act == actRequest && v.requested(p) {
 		fire("once", "while its request of %s for revision %s stood", p.Annotations[AnnotationDrainRequested], s.updateRevision)
@@ -865,7 +878,7 @@ func (v *view) rules(act action, cands []*corev1.Pod) (_ map[string]string, chec
 			}
 		}
 	}
-	return out, 9
+	return out, 10
 }
 
 // members are views of the other StatefulSets of the target's rollout group

@@ -157,6 +157,14 @@ func (s *stream) replace(verb, name, rev string, isReady bool) {
 	s.step(100 * time.Millisecond)
 }
 
+// updatedNotReady makes the pod an updated one that is not Ready, replaced
+// before the trace begins.
+func (s *stream) updatedNotReady(name string) {
+	s.gone(name)
+	s.c.OnPod(s.pod(name, "new", false))
+	s.step(Lag + time.Second)
+}
+
 func (s *stream) gone(name string) {
 	s.c.OnPodDeleted(s.c.pods[name])
 	s.step(100 * time.Millisecond)
@@ -274,6 +282,13 @@ func TestCleanTracesHaveNoViolation(t *testing.T) {
 			s.step(Lag + time.Second)
 			s.requestDrain("db-2", "new")
 		}},
+		{"unhealthy and healthy in one round", 3, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.setReady("db-0", false)
+			s.step(time.Second)
+			s.audit("stsroller", "stsroller", "create", "eviction", "db-2", 201)
+			s.remove("delete", "db-0")
+			s.edit("db-2", func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now())) })
+		}},
 		{"refused removals take no effect", 3, nil, func(s *stream) {
 			s.replace("evict", "db-2", "new", true)
 			s.audit("stsroller", "stsroller", "create", "eviction", "db-2", 429)
@@ -375,6 +390,14 @@ func TestRulesFire(t *testing.T) {
 			s.step(time.Second)
 			s.remove("evict", "db-3")
 		}, "leaving 3 pods of the old revision, partition is 4"},
+		{"healthy before unhealthy", 3, map[string]string{AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.edit("db-0", func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending })
+			s.remove("evict", "db-2")
+		}, "db-2 of db was evicted while 1 unhealthy outdated pods were left (db-0)"},
+		{"asked to drain before an unhealthy pod goes", 3, map[string]string{AnnotationDrainTimeout: "30", AnnotationMaxUnavailable: "2"}, func(s *stream) {
+			s.setReady("db-0", false)
+			s.requestDrain("db-2", "new")
+		}, "db-2 of db was asked to drain while 1 unhealthy outdated pods were left (db-0)"},
 		{"Ready pod deleted", 3, nil, func(s *stream) {
 			s.remove("delete", "db-2")
 		}, "Ready pods go only by eviction"},
@@ -414,11 +437,11 @@ func TestRulesFire(t *testing.T) {
 			s.requestDrain("db-3", "new")
 			s.requestDrain("db-2", "new")
 			s.answerDrain("db-3")
-			s.setReady("db-0", false) // an updated pod crashes meanwhile
+			s.updatedNotReady("db-0") // an updated pod crashes meanwhile
 			s.remove("evict", "db-3")
 		}, "db-3 of db was evicted with 2 other pods unavailable or asked to drain (db-0,db-2)"},
 		{"evicted beyond max-unavailable", 4, nil, func(s *stream) {
-			s.setReady("db-1", false)
+			s.updatedNotReady("db-1")
 			s.remove("evict", "db-3")
 		}, "with 1 other pods unavailable or asked to drain (db-1)"},
 		{"a missing pod counts", 4, nil, func(s *stream) {
