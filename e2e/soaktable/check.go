@@ -35,13 +35,15 @@ type expectation struct {
 }
 
 // expected lists the fault suite's tests (e2e/faults_test.go,
-// e2e/faults_dns_test.go) as they write their stats: each must be there,
+// e2e/faults_handshake_test.go, e2e/faults_dns_test.go) as they write their stats: each must be there,
 // passed, with 0 violations and at least one completed rollout.
 var expected = []expectation{
 	{test: "TestFaultRestarts"},
 	{test: "TestFaultAPIErrors"},
 	{test: "TestFaultDrain"},
 	{test: "TestFaultLoad"},
+	{test: "TestFaultDrainHandshake"},
+	{test: "TestFaultGroup"},
 	{test: "TestFaultOddInput/zero-replicas"},
 	{test: "TestFaultOddInput/scale-mid-rollout"},
 	{test: "TestFaultOddInput/orphan-delete", noRollout: "the StatefulSet is deleted (orphaning) mid-rollout"},

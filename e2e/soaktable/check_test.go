@@ -333,7 +333,7 @@ func TestLoad(t *testing.T) {
 // unchecked, and a removed one cannot stay listed.
 func TestExpectedNamesEveryFaultTest(t *testing.T) {
 	var inSource []string
-	for _, file := range []string{"../faults_test.go", "../faults_dns_test.go"} {
+	for _, file := range []string{"../faults_test.go", "../faults_handshake_test.go", "../faults_dns_test.go"} {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
