@@ -127,9 +127,18 @@ type fcMember struct {
 // maxForecastRounds bounds the forecast of a rollout that would never end.
 const maxForecastRounds = 100000
 
+// maxForecastMissing bounds the pods the forecast makes up for the ordinals
+// that have none yet: each is played as a pod of its own, so a StatefulSet
+// far from its spec.replicas (a scale-up to millions) would cost memory in
+// proportion.
+const maxForecastMissing = 10000
+
 // RunForecast plays the rollout forward. See ForecastInput.
 func RunForecast(fi ForecastInput) Forecast {
 	now := fi.Now
+	if fc, ok := tooManyMissing(fi); !ok {
+		return fc
+	}
 	ms := make([]*fcMember, len(fi.Members))
 	uid := 0
 	for i, in := range fi.Members {
@@ -452,6 +461,30 @@ func RunForecast(fi ForecastInput) Forecast {
 		return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.Name, b.Name))
 	})
 	return fc
+}
+
+// tooManyMissing refuses a forecast that would make up more than
+// maxForecastMissing pods, with the members that would, as blocked.
+func tooManyMissing(fi ForecastInput) (Forecast, bool) {
+	fc := Forecast{Group: fi.Group}
+	for _, in := range fi.Members {
+		start, end := ordinalRange(in.StatefulSet)
+		present := 0
+		for _, p := range in.Pods {
+			if o, ok := Ordinal(in.StatefulSet, p); ok && o >= start && o < end {
+				present++
+			}
+		}
+		m := ForecastMember{Name: in.StatefulSet.Name, Phase: PhaseRolling}
+		if missing := end - start - present; missing > maxForecastMissing {
+			m.Reason = "TooManyMissingPods"
+			m.Message = fmt.Sprintf("%d of its %d pods do not exist yet; the forecast plays at most %d pods the StatefulSet controller has yet to create",
+				missing, end-start, maxForecastMissing)
+			fc.Blocked = append(fc.Blocked, m)
+		}
+		fc.Members = append(fc.Members, m)
+	}
+	return fc, len(fc.Blocked) == 0
 }
 
 // answerAfter is when a pod asked at t answers, if it does before its

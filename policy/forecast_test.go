@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -240,3 +241,29 @@ func TestForecastDrain(t *testing.T) {
 		})
 	}
 }
+
+// The forecast's memory is bounded however far spec.replicas is from the pods
+// that exist (issue 15, item 11): beyond maxForecastMissing pods to make up,
+// it says so instead of playing them.
+func TestForecastHugeReplicas(t *testing.T) {
+	in := member("a", nil, "o", "o", "o")
+	in.StatefulSet.Spec.Replicas = ptrInt32(2147483647)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fc := forecastOf("", in)
+	runtime.ReadMemStats(&after)
+	if fc.Complete || len(fc.Blocked) != 1 || fc.Blocked[0].Reason != "TooManyMissingPods" {
+		t.Fatalf("forecast %+v, want blocked with TooManyMissingPods", fc)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("the forecast allocated %d bytes for 3 pods", grew)
+	}
+	// Within the bound it plays the missing pods.
+	in.StatefulSet.Spec.Replicas = ptrInt32(3 + maxForecastMissing)
+	if fc := forecastOf("", in); len(fc.Blocked) != 0 {
+		t.Errorf("forecast blocked at %d missing pods: %+v", maxForecastMissing, fc.Blocked)
+	}
+}
+
+func ptrInt32(v int32) *int32 { return &v }
