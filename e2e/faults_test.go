@@ -61,6 +61,10 @@ func pick[T any](short, long T) T {
 
 const faultTimeout = 6 * time.Minute
 
+// stallAfter: a StatefulSet stsroller could act on for longer than this
+// without acting is a violation (issue 16: "no stall").
+const stallAfter = 10 * time.Second
+
 // FaultStats is one test's line of the soak table's input.
 type FaultStats struct {
 	Test       string         `json:"test"`
@@ -95,13 +99,17 @@ func recordStats(s FaultStats) {
 // faultEnv is a namespace with a checker, maybe a fault proxy, and one
 // stsroller.
 type faultEnv struct {
-	t        *testing.T
-	ctx      context.Context
-	client   kubernetes.Interface
-	ns       string
-	check    *invariants.Checker
-	proxy    *faultproxy.Proxy
-	ctrl     *framework.Controller
+	t      *testing.T
+	ctx    context.Context
+	client kubernetes.Interface
+	ns     string
+	check  *invariants.Checker
+	proxy  *faultproxy.Proxy
+	ctrl   *framework.Controller
+	// With faultEnvOptions.instances, every instance and its proxy (ctrl
+	// and proxy are the first).
+	ctrls    []*framework.Controller
+	proxies  []*faultproxy.Proxy
 	restarts int
 	version  int
 	// invalidOK names sets whose status may say Invalid.
@@ -115,7 +123,16 @@ type faultEnvOptions struct {
 	args      []string
 	// beforeController runs after the checker starts and before stsroller.
 	beforeController func(e *faultEnv)
+	// instances > 1 runs that many leader-elected stsroller processes, each
+	// as a ServiceAccount of its own bound to deploy/'s ClusterRole and
+	// behind a fault proxy of its own; the checker then judges that every
+	// removal comes from the holder of the Lease (electionLease).
+	instances int
 }
+
+// electionLease is the leader-election Lease of a test's instances, in its
+// namespace.
+const electionLease = "stsroller"
 
 func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 	t.Helper()
@@ -135,7 +152,14 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check, err := invariants.WatchWith(ctx, client, ns, invariants.Options{Identity: id, AuditLog: os.Getenv(framework.EnvAuditLog)})
+	opts := invariants.Options{Identity: id, AuditLog: os.Getenv(framework.EnvAuditLog), StallAfter: stallAfter}
+	var kubeconfigs []string
+	if o.instances > 1 {
+		// Any of the instances' users, by stsroller's user agent.
+		opts.Identity, opts.Lease = invariants.DefaultIdentity, electionLease
+		kubeconfigs = instanceIdentities(t, client, ns, o.instances)
+	}
+	check, err := invariants.WatchWith(ctx, client, ns, opts)
 	if errors.Is(err, invariants.ErrNoAuditLog) {
 		t.Skip(err)
 	}
@@ -148,33 +172,43 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 		for _, v := range check.Violations() {
 			t.Errorf("invariant violated: %s", v)
 		}
-		if len(check.Violations()) > 0 && e.ctrl != nil {
+		if len(check.Violations()) > 0 {
 			// The controller's own cleanup ran first, before t failed.
-			t.Logf("stsroller log (tail):\n%s", proc.Tail(e.ctrl.Log(), 300))
+			for _, c := range e.ctrls {
+				t.Logf("%s log (tail):\n%s", c.Name(), proc.Tail(c.Log(), 300))
+			}
 		}
 		st := check.Stats()
 		s := FaultStats{Test: t.Name(), Restarts: e.restarts, Checks: st.Checks, Violations: st.Violations,
 			Deletions: st.Deletions, Completed: st.Completed, Failed: t.Failed(), Seconds: time.Since(began).Seconds()}
-		if e.proxy != nil {
-			s.Faults = map[string]int{}
-			for k, n := range e.proxy.Faults() {
-				s.Faults[string(k)] = n
+		for _, p := range e.proxies {
+			if s.Faults == nil {
+				s.Faults = map[string]int{}
 			}
-			s.Requests = e.proxy.Requests()
-			t.Logf("fault proxy: %s", e.proxy)
+			for k, n := range p.Faults() {
+				s.Faults[string(k)] += n
+			}
+			s.Requests += p.Requests()
+			t.Logf("fault proxy: %s", p)
 		}
 		t.Logf("invariants: %d checks, %d violations, %d deletions seen; stsroller's: %d removals, %d drain requests, %d refused, %d repeated; %d deletes by others; %d rollouts completed, %d restarts",
 			st.Checks, st.Violations, st.Deletions, st.Removals, st.DrainRequests, st.Refused, st.Repeats, st.Others, st.Completed, e.restarts)
 		recordStats(s)
 	})
-	kubeconfig := ""
-	if own {
-		kubeconfig = ownKubeconfig
-	}
-	if o.faultRate > 0 {
-		cfg, err := framework.Config()
+	if kubeconfigs == nil {
+		kubeconfig := ""
 		if own {
-			cfg, err = clientcmd.BuildConfigFromFlags("", ownKubeconfig)
+			kubeconfig = ownKubeconfig
+		}
+		kubeconfigs = []string{kubeconfig}
+	}
+	for i, kubeconfig := range kubeconfigs {
+		if o.faultRate <= 0 {
+			break
+		}
+		cfg, err := framework.Config()
+		if kubeconfig != "" {
+			cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -183,18 +217,33 @@ func newFaultEnv(t *testing.T, o faultEnvOptions) *faultEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.proxy = p
+		e.proxies = append(e.proxies, p)
 		t.Cleanup(func() { p.Close() })
-		kubeconfig = filepath.Join(t.TempDir(), "faultproxy.kubeconfig")
-		if err := p.WriteKubeconfig(kubeconfig); err != nil {
+		kubeconfigs[i] = filepath.Join(t.TempDir(), fmt.Sprintf("faultproxy-%d.kubeconfig", i))
+		if err := p.WriteKubeconfig(kubeconfigs[i]); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if len(e.proxies) > 0 {
+		e.proxy = e.proxies[0]
 	}
 	if o.beforeController != nil {
 		o.beforeController(e)
 	}
-	e.ctrl = framework.StartController(t, client, framework.ControllerOptions{
-		Binary: binary(t), Namespace: ns, Kubeconfig: kubeconfig, Args: o.args})
+	args := o.args
+	if o.instances > 1 {
+		args = append(slices.Clone(args), "--leader-elect=true", "--leader-elect-namespace="+ns, "--leader-elect-name="+electionLease,
+			"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
+	}
+	for i, kubeconfig := range kubeconfigs {
+		name := "stsroller"
+		if len(kubeconfigs) > 1 {
+			name = fmt.Sprintf("stsroller-%c", 'a'+i)
+		}
+		e.ctrls = append(e.ctrls, framework.StartController(t, client, framework.ControllerOptions{
+			Binary: binary(t), Namespace: ns, Kubeconfig: kubeconfig, Args: args, Name: name}))
+	}
+	e.ctrl = e.ctrls[0]
 	t.Cleanup(func() {
 		// Statuses say Invalid only where a test means it (issue 9, bug 1:
 		// a transient API error is no configuration error).

@@ -4,7 +4,8 @@ import "os"
 
 // auditPolicy logs, at level Metadata (who, what, when, the answer; no
 // bodies), the requests that remove or change a pod: deletes, evictions
-// (create on pods/eviction) and patches. Everything else is dropped to keep
+// (create on pods/eviction) and patches; and the writes of Leases outside
+// kube-system and kube-node-lease (a test's leader election). Everything else is dropped to keep
 // the log small; the stage RequestReceived too, since ResponseComplete
 // carries both the time the request was received and the response code.
 // e2e/invariants attributes removals from it.
@@ -27,6 +28,16 @@ rules:
   resources:
   - group: ""
     resources: ["pods"]
+- level: None
+  resources:
+  - group: "coordination.k8s.io"
+    resources: ["leases"]
+  namespaces: ["kube-system", "kube-node-lease"]
+- level: Metadata
+  verbs: ["create", "update", "patch"]
+  resources:
+  - group: "coordination.k8s.io"
+    resources: ["leases"]
 - level: None
 `
 

@@ -130,7 +130,13 @@ func (c *Controller) Start() error {
 		return nil
 	}
 	if c.proc != nil {
-		return fmt.Errorf("%s already runs", c.opts.Name)
+		select {
+		case <-c.proc.Done(): // it exited on its own: start it again
+			fmt.Fprintf(c.log, "=== exited\n")
+			c.proc = nil
+		default:
+			return fmt.Errorf("%s already runs", c.opts.Name)
+		}
 	}
 	args := []string{
 		"--kubeconfig=" + c.opts.Kubeconfig,
@@ -188,6 +194,25 @@ func (c *Controller) Stop() {
 	}
 	c.stop(15 * time.Second)
 }
+
+// Exited says whether the process was started and has exited on its own
+// since (stsroller exits when it loses its Lease).
+func (c *Controller) Exited() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return false
+	}
+	select {
+	case <-c.proc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// Name is ControllerOptions.Name.
+func (c *Controller) Name() string { return c.opts.Name }
 
 // Log returns what the process wrote so far.
 func (c *Controller) Log() string { return c.log.String() }

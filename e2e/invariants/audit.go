@@ -21,6 +21,7 @@ type AuditEvent struct {
 	} `json:"user"`
 	UserAgent string `json:"userAgent"`
 	ObjectRef *struct {
+		APIGroup    string `json:"apiGroup"`
 		Resource    string `json:"resource"`
 		Namespace   string `json:"namespace"`
 		Name        string `json:"name"`
@@ -72,12 +73,21 @@ const (
 	kindEvict    = "evict"
 	kindPatch    = "patch"
 	kindDeleteCo = "deletecollection"
+	// kindLease is a write of a coordination.k8s.io Lease: leader election's.
+	kindLease = "lease"
 )
 
 // kind says what an event asks of a pod, "" for anything else.
 func (e *AuditEvent) kind() string {
 	r := e.ObjectRef
-	if r == nil || r.Resource != "pods" || e.Stage != "ResponseComplete" {
+	if r == nil || e.Stage != "ResponseComplete" {
+		return ""
+	}
+	if r.Resource == "leases" && r.APIGroup == "coordination.k8s.io" && r.Subresource == "" &&
+		(e.Verb == "create" || e.Verb == "update" || e.Verb == "patch") {
+		return kindLease
+	}
+	if r.Resource != "pods" {
 		return ""
 	}
 	switch {

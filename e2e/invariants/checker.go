@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -106,6 +107,15 @@ type Options struct {
 	// AuditLog is the path of the API server's audit log (JSON lines of
 	// audit.k8s.io/v1 Events). Watch's default: $STSROLLER_E2E_AUDIT_LOG.
 	AuditLog string
+	// Lease, when set, names the leader-election Lease of the namespace
+	// that stsroller instances of distinct users hold: each removal and
+	// drain request must then come from the user whose write of the Lease
+	// the API server received last before it (one holder at a time).
+	Lease string
+	// StallAfter, when set, makes a stall a violation: a StatefulSet that
+	// stsroller could act on within every limit (see couldActLocked) for
+	// longer than this, with no request of stsroller's for its pods.
+	StallAfter time.Duration
 }
 
 // Checker checks the invariants of one namespace. Its methods are safe for
@@ -125,6 +135,12 @@ type Checker struct {
 	// name: a pod removed before a request is unavailable at it.
 	removals map[string][]*removal
 	pending  []*AuditEvent
+	// lease and leaseWrites: Options.Lease and its successful writes, in
+	// the order received.
+	lease       string
+	leaseWrites []leaseWrite
+	// stallAfter is Options.StallAfter.
+	stallAfter time.Duration
 
 	checks     int
 	violations []string
@@ -138,6 +154,11 @@ type Checker struct {
 type podAt struct {
 	at  time.Time
 	pod *corev1.Pod
+}
+
+type leaseWrite struct {
+	at   time.Time
+	user string
 }
 
 type removal struct {
@@ -156,6 +177,12 @@ type setState struct {
 	// phases are the distinct phase/reason pairs of the status seen, in
 	// order.
 	phases []string
+	// idleSince is when stsroller could last begin to act on the set
+	// without having acted since (zero: it could not); acted is the time of
+	// its last request of one of the set's pods; stalled says the stall
+	// since idleSince was reported.
+	idleSince, acted time.Time
+	stalled          bool
 }
 
 type setAt struct {
@@ -168,6 +195,7 @@ type setAt struct {
 	observed       bool
 	deleting       bool // deletion timestamp set, or the object is gone
 	status         *status
+	minReady       int32 // spec.minReadySeconds
 }
 
 // New returns a checker fed by nothing yet; Watch feeds it from a cluster,
@@ -179,7 +207,7 @@ func New(clk clock.Clock, opts Options) *Checker {
 	return &Checker{
 		clock: clk, identity: opts.Identity, sets: map[string]*setState{}, pods: map[string]*corev1.Pod{},
 		history: map[string][]podAt{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		removals: map[string][]*removal{},
+		removals: map[string][]*removal{}, lease: opts.Lease, stallAfter: opts.StallAfter,
 	}
 }
 
@@ -286,7 +314,7 @@ func (c *Checker) OnStatefulSet(s *appsv1.StatefulSet) {
 	}
 	h := setAt{at: c.clock.Now(), replicas: ptr.Deref(s.Spec.Replicas, 1), cfg: parseConfig(s),
 		updateRevision: s.Status.UpdateRevision, observed: s.Status.ObservedGeneration >= s.Generation,
-		deleting: s.DeletionTimestamp != nil, status: parseStatus(s.Annotations)}
+		deleting: s.DeletionTimestamp != nil, status: parseStatus(s.Annotations), minReady: s.Spec.MinReadySeconds}
 	st.history = append(st.history, h)
 	if h.status != nil {
 		pr := h.status.Phase + "/" + h.status.Reason
@@ -450,11 +478,25 @@ func (c *Checker) auditLocked(e *AuditEvent) {
 	if k == "" {
 		return
 	}
+	if k == kindLease {
+		if c.lease != "" && e.ObjectRef.Name == c.lease && e.succeeded() {
+			i := sort.Search(len(c.leaseWrites), func(i int) bool { return c.leaseWrites[i].at.After(e.RequestReceivedTimestamp) })
+			c.leaseWrites = slices.Insert(c.leaseWrites, i, leaseWrite{at: e.RequestReceivedTimestamp, user: e.User.Username})
+		}
+		return
+	}
 	if (k == kindDelete || k == kindEvict) && e.succeeded() {
 		c.removals[e.ObjectRef.Name] = append(c.removals[e.ObjectRef.Name],
 			&removal{at: e.RequestReceivedTimestamp, name: e.ObjectRef.Name})
 	}
 	ours := c.identity.matches(e)
+	if ours {
+		for set, st := range c.sets {
+			if _, isOrd := ordinal(e.ObjectRef.Name, set); isOrd && e.RequestReceivedTimestamp.After(st.acted) {
+				st.acted = e.RequestReceivedTimestamp
+			}
+		}
+	}
 	switch {
 	case ours && !e.succeeded():
 		if k != kindPatch {
@@ -495,6 +537,103 @@ func (c *Checker) Resolve(all bool) {
 		n++
 	}
 	c.pending = c.pending[n:]
+	if c.stallAfter > 0 {
+		c.stallsLocked(now)
+	}
+}
+
+// stallsLocked reports each StatefulSet that stsroller could have acted on
+// for longer than StallAfter, all that time, without a request for one of
+// its pods.
+func (c *Checker) stallsLocked(now time.Time) {
+	names := make([]string, 0, len(c.sets))
+	for name := range c.sets {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		st := c.sets[name]
+		why := c.couldActLocked(st)
+		if why == "" || !st.acted.Before(st.idleSince) {
+			st.idleSince, st.stalled = time.Time{}, false
+			if why != "" {
+				st.idleSince = now
+			}
+			continue
+		}
+		if st.idleSince.IsZero() {
+			st.idleSince = now
+		}
+		if !st.stalled && now.Sub(st.idleSince) > c.stallAfter {
+			st.stalled = true
+			c.checks++
+			c.violatef("StatefulSet %s stalled: for %s since %s stsroller could act (%s) but sent no request for its pods",
+				name, now.Sub(st.idleSince).Round(100*time.Millisecond), st.idleSince.Format("15:04:05.000"), why)
+		}
+	}
+}
+
+// couldActLocked says why stsroller could act on the StatefulSet now, by the
+// watch's latest state, within every limit, or "" if it could not or the
+// checker cannot tell: managed, valid and not paused; every pod below
+// replicas there, Running, Ready and not asked to drain, no other pod of the
+// set terminating; more outdated pods than the partition keeps; each budget
+// over its pods observed and allowing a disruption (and no pod under two).
+// Rollout groups, the DNS gate and minReadySeconds, which the checker does
+// not model, never count as could-act.
+func (c *Checker) couldActLocked(st *setState) string {
+	s := st.last()
+	if s.deleting || !s.cfg.enabled || !s.cfg.onDelete || s.cfg.invalid != "" || s.cfg.paused || !s.observed ||
+		s.updateRevision == "" || s.cfg.group != "" || s.cfg.dnsGate || s.minReady > 0 || s.replicas == 0 {
+		return ""
+	}
+	var pods []*corev1.Pod
+	outdated := int32(0)
+	for _, p := range c.pods {
+		n, isOrd := ordinal(p.Name, st.name)
+		if !isOrd || c.ownerLocked(p) != st.name {
+			continue
+		}
+		if p.DeletionTimestamp != nil {
+			return ""
+		}
+		if int32(n) >= s.replicas {
+			continue
+		}
+		if !runningReady(p) || p.Annotations[AnnotationDrainRequested] != "" {
+			return ""
+		}
+		if r := p.Labels[appsv1.ControllerRevisionHashLabelKey]; r == "" || r != s.updateRevision {
+			outdated++
+		}
+		pods = append(pods, p)
+	}
+	if int32(len(pods)) != s.replicas || outdated <= s.cfg.partition {
+		return ""
+	}
+	covered := map[string]int{}
+	for _, pdb := range c.pdbs {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil || sel.Empty() {
+			return ""
+		}
+		over := false
+		for _, p := range pods {
+			if sel.Matches(labels.Set(p.Labels)) {
+				over = true
+				covered[p.Name]++
+			}
+		}
+		if over && (pdb.Status.ObservedGeneration < pdb.Generation || pdb.Status.DisruptionsAllowed < 1) {
+			return ""
+		}
+	}
+	for _, n := range covered {
+		if n > 1 {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%d of %d pods outdated, all Ready, partition %d, every budget allowing a disruption", outdated, s.replicas, s.cfg.partition)
 }
 
 // candidates are the states a pod of this name may have had at the API
@@ -684,6 +823,16 @@ func (c *Checker) judgeLocked(e *AuditEvent) {
 		}
 		c.stats.Removals++
 	}
+	if c.lease != "" {
+		c.checks++
+		if holder := c.holderLocked(t); holder != e.User.Username {
+			if holder == "" {
+				holder = "nobody"
+			}
+			c.violatef("pod %s was %s by %s while %s held Lease %s (its last write before %s)", name, act, e.User.Username,
+				holder, c.lease, t.Format("15:04:05.000"))
+		}
+	}
 	set := c.ownerLocked(p)
 	if set == "" {
 		c.checks++
@@ -721,6 +870,16 @@ func (c *Checker) judgeLocked(e *AuditEvent) {
 			c.violatef("%s (%s at %s)", msg, e.User.Username, t.Format("15:04:05.000"))
 		}
 	}
+}
+
+// holderLocked is the user whose write of the Lease the API server received
+// last before t, "" if none.
+func (c *Checker) holderLocked(t time.Time) string {
+	i := sort.Search(len(c.leaseWrites), func(i int) bool { return !c.leaseWrites[i].at.Before(t) })
+	if i == 0 {
+		return ""
+	}
+	return c.leaseWrites[i-1].user
 }
 
 // newRequest says whether a patch of p set a drain request: its value

@@ -31,8 +31,12 @@ type stream struct {
 const nsName = "ns"
 
 func newStream(t *testing.T, n int32, ann map[string]string) *stream {
+	return newStreamWith(t, n, ann, Options{})
+}
+
+func newStreamWith(t *testing.T, n int32, ann map[string]string, opts Options) *stream {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := &stream{t: t, clk: clk, c: New(clk, Options{})}
+	s := &stream{t: t, clk: clk, c: New(clk, opts)}
 	a := map[string]string{AnnotationEnabled: "true"}
 	for k, v := range ann {
 		a[k] = v
@@ -126,6 +130,7 @@ func (s *stream) audit(user, agent, verb, sub, name string, code int) {
 		RequestReceivedTimestamp: s.clk.Now(), StageTimestamp: s.clk.Now().Add(5 * time.Millisecond)}
 	e.User.Username = user
 	e.ObjectRef = &struct {
+		APIGroup    string `json:"apiGroup"`
 		Resource    string `json:"resource"`
 		Namespace   string `json:"namespace"`
 		Name        string `json:"name"`
@@ -136,6 +141,35 @@ func (s *stream) audit(user, agent, verb, sub, name string, code int) {
 	}{Code: code}
 	s.c.OnAudit(e)
 	s.step(10 * time.Millisecond)
+}
+
+// writeLease records a successful update of Lease name by user.
+func (s *stream) writeLease(user, name string) {
+	e := &AuditEvent{Stage: "ResponseComplete", Verb: "update", UserAgent: "stsroller",
+		RequestReceivedTimestamp: s.clk.Now(), StageTimestamp: s.clk.Now().Add(5 * time.Millisecond)}
+	e.User.Username = user
+	e.ObjectRef = &struct {
+		APIGroup    string `json:"apiGroup"`
+		Resource    string `json:"resource"`
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		Subresource string `json:"subresource"`
+	}{APIGroup: "coordination.k8s.io", Resource: "leases", Namespace: nsName, Name: name}
+	e.ResponseStatus = &struct {
+		Code int `json:"code"`
+	}{Code: 200}
+	s.c.OnAudit(e)
+	s.step(10 * time.Millisecond)
+}
+
+// replaceAs has user evict the pod, which goes and comes back updated and
+// Ready.
+func (s *stream) replaceAs(user, name string) {
+	s.audit(user, "stsroller", "create", "eviction", name, 200)
+	s.edit(name, func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(s.clk.Now().Add(time.Second))) })
+	s.gone(name)
+	s.c.OnPod(s.pod(name, "new", true))
+	s.step(Lag + time.Second)
 }
 
 // remove has stsroller delete or evict the pod (the API server answers
@@ -519,6 +553,33 @@ func TestOtherOwnerGetsCondition(t *testing.T) {
 	}
 }
 
+// TestOneLeaseHolderAtATime: with Options.Lease, a removal must come from the
+// user whose write of the Lease came last before it: two instances never
+// remove pods at the same time.
+func TestOneLeaseHolderAtATime(t *testing.T) {
+	s := newStreamWith(t, 6, nil, Options{Lease: "stsroller"})
+	s.replaceAs("a", "db-5") // before anyone held the Lease
+	s.writeLease("a", "stsroller")
+	s.writeLease("b", "other-lease") // another Lease: not this one
+	s.replaceAs("a", "db-4")
+	s.replaceAs("b", "db-3") // while a holds it
+	s.writeLease("b", "stsroller")
+	s.replaceAs("b", "db-2")
+	s.replaceAs("a", "db-1") // a acts on after b took over
+	s.writeLease("a", "stsroller")
+	s.replaceAs("a", "db-0")
+	v := s.violations()
+	want := []string{"db-5 was evicted by a while nobody held", "db-3 was evicted by b while a held", "db-1 was evicted by a while b held"}
+	if len(v) != len(want) {
+		t.Fatalf("violations %q, want %d", v, len(want))
+	}
+	for i, w := range want {
+		if !strings.Contains(v[i], w) {
+			t.Errorf("violation %d is %q, want one saying %q", i, v[i], w)
+		}
+	}
+}
+
 // TestIdentity: only requests of the identity are stsroller's.
 func TestIdentity(t *testing.T) {
 	for _, tc := range []struct {
@@ -565,5 +626,77 @@ func TestParseConfig(t *testing.T) {
 		if c := parseConfig(sts); !tc.want(c) {
 			t.Errorf("%v: %+v", tc.ann, c)
 		}
+	}
+}
+
+// idle lets d pass on the clock, the checker judging every 250ms as Watch
+// has it do.
+func (s *stream) idle(d time.Duration) {
+	for end := s.clk.Now().Add(d); s.clk.Now().Before(end); {
+		s.step(250 * time.Millisecond)
+		s.c.Resolve(false)
+	}
+}
+
+// TestStall: with StallAfter, a StatefulSet stsroller could act on for
+// longer than that without a request of its own is a violation; one it acts
+// on, or one it may not act on, is not.
+func TestStall(t *testing.T) {
+	opts := Options{StallAfter: 10 * time.Second}
+	for _, tc := range []struct {
+		name  string
+		ann   map[string]string
+		trace func(s *stream)
+		want  string // "" for no violation
+	}{
+		{name: "idle", trace: func(s *stream) { s.idle(12 * time.Second) }, want: "StatefulSet db stalled"},
+		{name: "acting", trace: func(s *stream) {
+			for _, p := range []string{"db-3", "db-2", "db-1", "db-0"} {
+				s.idle(4 * time.Second)
+				s.replace("evict", p, "new", true)
+			}
+			s.idle(12 * time.Second) // complete: nothing to do
+		}},
+		{name: "paused", ann: map[string]string{AnnotationPaused: "true"}, trace: func(s *stream) { s.idle(12 * time.Second) }},
+		{name: "partition", ann: map[string]string{AnnotationPartition: "4"}, trace: func(s *stream) { s.idle(12 * time.Second) }},
+		{name: "unready pod", trace: func(s *stream) {
+			s.setReady("db-1", false)
+			s.idle(12 * time.Second)
+		}},
+		{name: "budget allows none", trace: func(s *stream) {
+			s.c.OnPDB(&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "pdb", Namespace: nsName, Generation: 1},
+				Spec:   policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}},
+				Status: policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, DisruptionsAllowed: 0}})
+			s.idle(12 * time.Second)
+		}},
+		{name: "budget allows one", trace: func(s *stream) {
+			s.c.OnPDB(&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "pdb", Namespace: nsName, Generation: 1},
+				Spec:   policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}},
+				Status: policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, DisruptionsAllowed: 1}})
+			s.idle(12 * time.Second)
+		}, want: "StatefulSet db stalled"},
+		{name: "slow but acting", trace: func(s *stream) {
+			s.idle(8 * time.Second)
+			s.replace("evict", "db-3", "new", true)
+			s.idle(8 * time.Second)
+			s.replace("evict", "db-2", "new", true)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStreamWith(t, 4, tc.ann, opts)
+			tc.trace(s)
+			var stalls []string
+			for _, v := range s.violations() {
+				if strings.Contains(v, "stalled") {
+					stalls = append(stalls, v)
+				}
+			}
+			switch {
+			case tc.want == "" && len(stalls) > 0:
+				t.Fatalf("stalls %q, want none", stalls)
+			case tc.want != "" && (len(stalls) != 1 || !strings.Contains(stalls[0], tc.want)):
+				t.Fatalf("stalls %q, want one saying %q", stalls, tc.want)
+			}
+		})
 	}
 }

@@ -50,6 +50,7 @@ type config struct {
 	leader         labels.Selector
 	drainTimeout   time.Duration // 0: no handshake
 	group          string        // stsroller.io/rollout-group, trimmed; "" if none
+	dnsGate        bool          // stsroller.io/dns-domain is set
 }
 
 // parseConfig reads a StatefulSet's stsroller.io/ annotations by the table of
@@ -107,6 +108,7 @@ func parseConfig(s *appsv1.StatefulSet) config {
 		bad(AnnotationLeaderSelector)
 	}
 	if v, ok := a[AnnotationDNSDomain]; ok {
+		c.dnsGate = true
 		d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "."))
 		if len(validation.IsDNS1123Subdomain(d)) > 0 {
 			bad(AnnotationDNSDomain)

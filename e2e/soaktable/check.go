@@ -34,8 +34,8 @@ type expectation struct {
 	noRollout string
 }
 
-// expected lists the fault suite's tests (e2e/faults_test.go,
-// e2e/faults_handshake_test.go, e2e/faults_dns_test.go) as they write their stats: each must be there,
+// expected lists the fault suite's tests (e2e/faults*_test.go) as they
+// write their stats: each must be there,
 // passed, with 0 violations and at least one completed rollout.
 var expected = []expectation{
 	{test: "TestFaultRestarts"},
@@ -44,6 +44,7 @@ var expected = []expectation{
 	{test: "TestFaultLoad"},
 	{test: "TestFaultDrainHandshake"},
 	{test: "TestFaultGroup"},
+	{test: "TestFaultLeaderElection"},
 	{test: "TestFaultOddInput/zero-replicas"},
 	{test: "TestFaultOddInput/scale-mid-rollout"},
 	{test: "TestFaultOddInput/orphan-delete", noRollout: "the StatefulSet is deleted (orphaning) mid-rollout"},
