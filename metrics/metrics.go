@@ -36,6 +36,9 @@ type Metrics struct {
 	// DNSPropagation observes the time from a pod's start to its name
 	// resolving to its IP at every authoritative server.
 	DNSPropagation prometheus.Histogram
+	// LockWait observes the time a StatefulSet waited for its rollout lock
+	// before it took it (0 when it was free).
+	LockWait prometheus.Histogram
 	// Leader is 1 while this process holds the leader lease.
 	Leader prometheus.Gauge
 	// DrainDuration observes drain handshakes, from the request to the
@@ -102,6 +105,11 @@ func New() *Metrics {
 			Help:    "Time from a drain request to the pod's eviction, by result (Completed: the pod answered; TimedOut: stsroller.io/drain-timeout-seconds passed).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}, []string{"result"}),
+		LockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "rollout_lock_wait_seconds",
+			Help:    "Time a StatefulSet waited for its rollout lock (stsroller.io/rollout-lock) before it took it.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
+		}),
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "leader",
 			Help: "1 while this process holds the leader lease, else 0.",
@@ -110,7 +118,7 @@ func New() *Metrics {
 	m.APIRequests, m.APIRequestDuration = newAPIRequests()
 	m.APIRateLimiterWait = newRateLimiterWait()
 	r.MustRegister(m.PodsDeleted, m.EvictionsBlocked, m.Rollouts, m.RolloutsBlocked, m.RolloutDuration,
-		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.Leader, m.DrainDuration,
+		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.LockWait, m.Leader, m.DrainDuration,
 		m.APIRequests, m.APIRequestDuration, m.APIRateLimiterWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -88,6 +88,9 @@ type Config struct {
 	// DrainTimeout turns the drain handshake on when > 0: how long a pod asked
 	// to drain is waited for before it is evicted anyway.
 	DrainTimeout time.Duration
+	// RolloutLock names the rollout lock (stsroller.io/rollout-lock, see
+	// lock.go); empty for none.
+	RolloutLock string
 }
 
 // ConfigError says which annotation did not parse and what it accepts.
@@ -214,6 +217,13 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 			return cfg, &ConfigError{AnnotationDrainTimeoutSeconds, v, acceptedDrainTimeout}
 		}
 		cfg.DrainTimeout = time.Duration(n) * time.Second
+	}
+	if v, ok := a[AnnotationRolloutLock]; ok {
+		n, err := parseRolloutLock(v)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.RolloutLock = n
 	}
 	return cfg, nil
 }

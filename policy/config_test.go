@@ -193,6 +193,11 @@ func TestParseConfigInvalid(t *testing.T) {
 		{AnnotationDrainTimeoutSeconds, "", acceptedDrainTimeout},
 		{AnnotationDrainTimeoutSeconds, "10s", acceptedDrainTimeout},
 		{AnnotationDrainTimeoutSeconds, "99999999999", acceptedDrainTimeout},
+		{AnnotationRolloutLock, "", acceptedRolloutLock},
+		{AnnotationRolloutLock, "Cassandra", acceptedRolloutLock},
+		{AnnotationRolloutLock, "db.eu", acceptedRolloutLock},
+		{AnnotationRolloutLock, "-db", acceptedRolloutLock},
+		{AnnotationRolloutLock, strings.Repeat("l", 49), acceptedRolloutLock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.annotation+"="+tc.value, func(t *testing.T) {

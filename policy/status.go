@@ -99,6 +99,9 @@ type Status struct {
 	WaitingForDrainCount int32             `json:"waitingForDrainCount,omitempty"`
 	// ObservedGeneration is the StatefulSet generation this status describes.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// RolloutLock is the StatefulSet's rollout lock, its holder and since
+	// when; nil without stsroller.io/rollout-lock.
+	RolloutLock *LockStatus `json:"rolloutLock,omitempty"`
 }
 
 // ParseStatus reads the status annotation; a missing or unreadable one is nil.

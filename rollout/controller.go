@@ -88,6 +88,7 @@ type Controller struct {
 	metrics      *metrics.Metrics
 	expectations *expectations
 	groups       *groups
+	locks        *leaseLocks
 
 	mu sync.Mutex
 	// phases remembers each StatefulSet's last status, for the phase gauges
@@ -118,6 +119,9 @@ type Options struct {
 	// stsroller.io/dns-domain are reported InvalidConfig.
 	Gate    DNSGate
 	Metrics *metrics.Metrics
+	// Locks say where the rollout locks' Leases live; nil: in the
+	// controller's cluster, namespace kube-system, cluster name "local".
+	Locks *LockOptions
 	// PodFactory, when set, provides the pod informer (informers.NewPodFactory:
 	// StatefulSet pods only); else the main factory does. Start both.
 	PodFactory kinformers.SharedInformerFactory
@@ -146,6 +150,16 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 	}
 	if opts.PodFactory == nil {
 		opts.PodFactory = factory
+	}
+	lockOpts := LockOptions{}
+	if opts.Locks != nil {
+		lockOpts = *opts.Locks
+	}
+	if lockOpts.Client == nil {
+		lockOpts.Client = client.CoordinationV1()
+	}
+	if lockOpts.Namespace == "" {
+		lockOpts.Namespace = "kube-system"
 	}
 	stsInformer := factory.Apps().V1().StatefulSets()
 	podInformer := opts.PodFactory.Core().V1().Pods()
@@ -181,6 +195,7 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		podIndexer:   podInformer.Informer().GetIndexer(),
 		stsIndexer:   stsInformer.Informer().GetIndexer(),
 		budgets:      newBudgetUsers(),
+		locks:        newLeaseLocks(lockOpts, opts.Clock),
 	}
 	if err := stsInformer.Informer().AddIndexers(cache.Indexers{groupIndex: groupIndexFunc}); err != nil {
 		return nil, fmt.Errorf("adding the rollout group index: %w", err)
@@ -286,7 +301,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	if apierrors.IsNotFound(err) || (err == nil && !policy.Enabled(sts)) {
 		c.forget(key)
 		c.noteMember(key, nil, policy.Input{})
-		return nil
+		return c.forgetLocks(ctx, key)
 	}
 	if err != nil {
 		return err
@@ -301,7 +316,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	if err != nil {
 		return err
 	}
-	plan := policy.ComputeInGroup(in.Input, group)
+	plan, err := c.withLock(ctx, key, sts, in.Input, policy.ComputeInGroup(in.Input, group))
+	if err != nil {
+		return err
+	}
 	defer c.noteMember(key, sts, in.Input)
 	requeue := plan.RequeueAfter
 	if sts.DeletionTimestamp != nil && len(plan.Deletions) > 0 {

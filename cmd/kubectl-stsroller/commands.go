@@ -140,6 +140,18 @@ func writeStatus(w io.Writer, prefix string, st *policy.Status) {
 	if st.LastProgressTime != nil {
 		line("Last progress:\t%s\n", st.LastProgressTime.UTC().Format(time.RFC3339))
 	}
+	if l := st.RolloutLock; l != nil {
+		switch {
+		case l.Holder == "":
+			line("Rollout lock:\t%s (Lease %s): free\n", l.Name, policy.LeaseName(l.Name))
+		case l.Since != nil:
+			line("Rollout lock:\t%s (Lease %s): held by %s%s for %s (since %s)\n", l.Name, policy.LeaseName(l.Name), l.Holder,
+				map[bool]string{true: " (this StatefulSet)"}[l.Held],
+				time.Since(l.Since.Time).Truncate(time.Second), l.Since.UTC().Format(time.RFC3339))
+		default:
+			line("Rollout lock:\t%s (Lease %s): held by %s\n", l.Name, policy.LeaseName(l.Name), l.Holder)
+		}
+	}
 	namedPods(line, "Waiting for DNS:", "%s", st.WaitingForDNS, int(st.WaitingForDNSCount))
 	namedPods(line, "Waiting for drain:", "asked at %s", st.WaitingForDrain, len(st.WaitingForDrain))
 }

@@ -72,6 +72,9 @@ type forecastOutput struct {
 	Complete     bool                    `json:"complete"`
 	// Blocked names the members where the rollout would stop.
 	Blocked []string `json:"blocked,omitempty"`
+	// WaitsForLock names the rollout lock the StatefulSet waits for, and its
+	// holder: the forecast starts once the lock is taken.
+	WaitsForLock string `json:"waitsForLock,omitempty"`
 }
 
 const forecastNote = `Nothing was deleted. The forecast assumes nothing else changes: no pod crashes,
@@ -94,6 +97,9 @@ func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output stri
 		return w.err
 	}
 	o.Group = policy.RolloutGroupOf(sts)
+	if st := policy.ParseStatus(sts.Annotations); st != nil && st.RolloutLock != nil && st.Reason == policy.ReasonWaitingForLock {
+		o.WaitsForLock = fmt.Sprintf("rollout lock %q, held by %s", st.RolloutLock.Name, st.RolloutLock.Holder)
+	}
 	members, err := groupMembers(ctx, c, sts)
 	if err != nil {
 		return err
@@ -203,6 +209,9 @@ func writeForecast(out io.Writer, sts *appsv1.StatefulSet, o forecastOutput, fc 
 		for _, b := range fc.Blocked {
 			w.printf("  %s: %s/%s: %s\n", b.Name, b.Phase, b.Reason, oneLine(b.Message))
 		}
+	}
+	if o.WaitsForLock != "" {
+		w.printf("It waits for %s: the times above start once it takes the lock (the forecast assumes it gets it now).\n", o.WaitsForLock)
 	}
 	w.printf("%s\n", forecastNote)
 	return w.err

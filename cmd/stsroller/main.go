@@ -64,6 +64,10 @@ type options struct {
 	dnsRecheck     time.Duration
 	dnsConcurrency int
 	dnsRounds      int
+	lockKubeconfig string
+	lockNamespace  string
+	lockTTL        time.Duration
+	clusterName    string
 }
 
 func main() {
@@ -109,7 +113,40 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.dnsRecheck, "dns-recheck-interval", dnsgate.DefaultRecheck, "How often a propagated name is checked again.")
 	fs.IntVar(&o.dnsConcurrency, "dns-concurrency", dnsgate.DefaultConcurrency, "DNS checks running at once.")
 	fs.IntVar(&o.dnsRounds, "dns-rounds", 1, "Consecutive agreeing checks before a name counts as propagated.")
+	fs.StringVar(&o.lockKubeconfig, "lock-kubeconfig", "", "Kubeconfig of the coordination cluster that holds the rollout locks' Leases (stsroller.io/rollout-lock). Empty: this cluster.")
+	fs.StringVar(&o.lockNamespace, "lock-namespace", "", "Namespace of the rollout locks' Leases. Empty: stsroller's own namespace (as for --leader-elect-namespace).")
+	fs.DurationVar(&o.lockTTL, "lock-ttl", rollout.DefaultLockTTL, "How long a rollout lock whose holder stops renewing it lasts before another may take it over.")
+	fs.StringVar(&o.clusterName, "cluster-name", "", "This cluster's name in rollout lock holder identities (<cluster-name>/<namespace>/<statefulset>); required with --lock-kubeconfig. Empty: \"local\".")
 	return o
+}
+
+// lockOptions builds the rollout locks' options from the flags.
+func lockOptions(o *options, cfg *rest.Config) (*rollout.LockOptions, error) {
+	lo := &rollout.LockOptions{Namespace: o.lockNamespace, Cluster: o.clusterName, TTL: o.lockTTL}
+	if lo.Namespace == "" {
+		lo.Namespace = leaseNamespace(&options{namespace: o.namespace})
+	}
+	if o.lockTTL < 3*time.Second {
+		return nil, fmt.Errorf("--lock-ttl: %s is less than 3s", o.lockTTL)
+	}
+	lockCfg := rest.CopyConfig(cfg)
+	if o.lockKubeconfig != "" {
+		if o.clusterName == "" {
+			return nil, fmt.Errorf("--cluster-name is required with --lock-kubeconfig")
+		}
+		c, err := clientcmd.BuildConfigFromFlags("", o.lockKubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--lock-kubeconfig: %w", err)
+		}
+		c.UserAgent = "stsroller"
+		lockCfg = c
+	}
+	client, err := kubernetes.NewForConfig(lockCfg)
+	if err != nil {
+		return nil, err
+	}
+	lo.Client = client.CoordinationV1()
+	return lo, nil
 }
 
 // setupLogging routes klog through a JSON logger when asked.
@@ -174,6 +211,10 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("--dns-servers/--dns-resolvers: %w", err)
 	}
+	locks, err := lockOptions(o, cfg)
+	if err != nil {
+		return err
+	}
 	m.RegisterWorkqueueProvider()
 
 	var ready atomic.Bool
@@ -186,7 +227,7 @@ func run(ctx context.Context, o *options) error {
 	lead := func(ctx context.Context) error {
 		m.Leader.Set(1)
 		defer m.Leader.Set(0)
-		return runController(ctx, o, client, sideClient, prober, m, &ready)
+		return runController(ctx, o, client, sideClient, prober, m, &ready, locks)
 	}
 	if !o.leaderElect {
 		return lead(ctx)
@@ -194,7 +235,7 @@ func run(ctx context.Context, o *options) error {
 	return runLeaderElection(ctx, o, sideClient, lead, logger)
 }
 
-func runController(ctx context.Context, o *options, client, eventClient kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool) error {
+func runController(ctx context.Context, o *options, client, eventClient kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool, locks *rollout.LockOptions) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventClient.CoreV1().Events("")})
@@ -208,7 +249,7 @@ func runController(ctx context.Context, o *options, client, eventClient kubernet
 		Concurrency: o.dnsConcurrency, CheckTimeout: o.dnsCheck, Recheck: o.dnsRecheck, Rounds: o.dnsRounds,
 		Metrics: m,
 	})
-	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m, PodFactory: podFactory})
+	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m, PodFactory: podFactory, Locks: locks})
 	if err != nil {
 		return err
 	}
