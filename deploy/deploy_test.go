@@ -43,6 +43,8 @@ var wantClusterRole = []rule{
 // wantLeaderRole is resourcelock.LeaseLock's Get, Create and Update.
 var wantLeaderRole = []rule{
 	{Group: "coordination.k8s.io", Resource: "leases", Verbs: "create"},
+	// The rollout locks' Leases, stsroller-lock-<name> (rollout/lock.go).
+	{Group: "coordination.k8s.io", Resource: "leases", Verbs: "get,update"},
 	{Group: "coordination.k8s.io", Resource: "leases", Names: "stsroller", Verbs: "get,update"},
 }
 
