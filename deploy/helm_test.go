@@ -320,6 +320,7 @@ func TestChartValues(t *testing.T) {
 			}
 			want := []rule{
 				{Group: "coordination.k8s.io", Resource: "leases", Verbs: "create"},
+				{Group: "coordination.k8s.io", Resource: "leases", Verbs: "get,update"}, // rollout locks
 				{Group: "coordination.k8s.io", Resource: "leases", Names: "db-roller", Verbs: "get,update"},
 			}
 			if diff := cmp.Diff(want, flatten(r.roles[0].Rules)); diff != "" {
