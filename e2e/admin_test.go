@@ -106,12 +106,18 @@ func leaderElectionRBAC(t testing.TB, client kubernetes.Interface, objs []runtim
 // serviceAccountKubeconfig writes a kubeconfig that authenticates as deploy/'s
 // ServiceAccount, with a token from the TokenRequest API.
 func serviceAccountKubeconfig(t testing.TB, client kubernetes.Interface) string {
+	return tokenKubeconfig(t, client, deploy.Namespace, deploy.ServiceAccount)
+}
+
+// tokenKubeconfig writes a kubeconfig that authenticates as ServiceAccount
+// ns/name, with a token from the TokenRequest API.
+func tokenKubeconfig(t testing.TB, client kubernetes.Interface, ns, name string) string {
 	t.Helper()
-	tr, err := client.CoreV1().ServiceAccounts(deploy.Namespace).CreateToken(t.Context(), deploy.ServiceAccount,
+	tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}},
 		metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("TokenRequest for %s/%s: %v", deploy.Namespace, deploy.ServiceAccount, err)
+		t.Fatalf("TokenRequest for %s/%s: %v", ns, name, err)
 	}
 	admin, err := framework.Config()
 	if err != nil {
@@ -123,7 +129,7 @@ func serviceAccountKubeconfig(t testing.TB, client kubernetes.Interface) string 
 	cfg.AuthInfos["stsroller"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
 	cfg.Contexts["stsroller"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "stsroller"}
 	cfg.CurrentContext = "stsroller"
-	path := filepath.Join(t.TempDir(), "stsroller.kubeconfig")
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}

@@ -5,20 +5,16 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/deploy"
 	"github.com/stsroller/stsroller/e2e/framework"
@@ -145,32 +141,13 @@ func instanceIdentities(t *testing.T, client kubernetes.Interface, ns string, n 
 	t.Cleanup(func() {
 		_ = client.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding, metav1.DeleteOptions{})
 	})
-	admin, err := framework.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var paths []string
 	for _, s := range subjects {
 		if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: s.Name}},
 			metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, s.Name,
-			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}},
-			metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("TokenRequest for %s/%s: %v", ns, s.Name, err)
-		}
-		cfg := clientcmdapi.NewConfig()
-		cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: admin.Host, CertificateAuthorityData: admin.CAData,
-			CertificateAuthority: admin.CAFile, InsecureSkipTLSVerify: admin.Insecure}
-		cfg.AuthInfos[s.Name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-		cfg.Contexts[s.Name] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: s.Name}
-		cfg.CurrentContext = s.Name
-		path := filepath.Join(t.TempDir(), s.Name+".kubeconfig")
-		if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-			t.Fatal(err)
-		}
+		path := tokenKubeconfig(t, client, ns, s.Name)
 		// The authorizer learns of the bindings through a watch: wait for it.
 		asCfg, err := clientcmd.BuildConfigFromFlags("", path)
 		if err != nil {

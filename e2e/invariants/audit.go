@@ -19,19 +19,22 @@ type AuditEvent struct {
 	User    struct {
 		Username string `json:"username"`
 	} `json:"user"`
-	UserAgent string `json:"userAgent"`
-	ObjectRef *struct {
-		APIGroup    string `json:"apiGroup"`
-		Resource    string `json:"resource"`
-		Namespace   string `json:"namespace"`
-		Name        string `json:"name"`
-		Subresource string `json:"subresource"`
-	} `json:"objectRef"`
+	UserAgent      string     `json:"userAgent"`
+	ObjectRef      *ObjectRef `json:"objectRef"`
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
 	RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
 	StageTimestamp           time.Time `json:"stageTimestamp"`
+}
+
+// ObjectRef is the object an audit event's request was for.
+type ObjectRef struct {
+	APIGroup    string `json:"apiGroup"`
+	Resource    string `json:"resource"`
+	Namespace   string `json:"namespace"`
+	Name        string `json:"name"`
+	Subresource string `json:"subresource"`
 }
 
 // Identity names the actor whose requests are stsroller's: every field that

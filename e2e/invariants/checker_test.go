@@ -126,38 +126,22 @@ func (s *stream) setReady(name string, isReady bool) {
 
 // audit records a request of the pod, by user and agent, answered code.
 func (s *stream) audit(user, agent, verb, sub, name string, code int) {
-	e := &AuditEvent{Stage: "ResponseComplete", Verb: verb, UserAgent: agent,
-		RequestReceivedTimestamp: s.clk.Now(), StageTimestamp: s.clk.Now().Add(5 * time.Millisecond)}
-	e.User.Username = user
-	e.ObjectRef = &struct {
-		APIGroup    string `json:"apiGroup"`
-		Resource    string `json:"resource"`
-		Namespace   string `json:"namespace"`
-		Name        string `json:"name"`
-		Subresource string `json:"subresource"`
-	}{Resource: "pods", Namespace: nsName, Name: name, Subresource: sub}
-	e.ResponseStatus = &struct {
-		Code int `json:"code"`
-	}{Code: code}
-	s.c.OnAudit(e)
-	s.step(10 * time.Millisecond)
+	s.request(user, agent, verb, ObjectRef{Resource: "pods", Namespace: nsName, Name: name, Subresource: sub}, code)
 }
 
 // writeLease records a successful update of Lease name by user.
 func (s *stream) writeLease(user, name string) {
-	e := &AuditEvent{Stage: "ResponseComplete", Verb: "update", UserAgent: "stsroller",
+	s.request(user, "stsroller", "update", ObjectRef{APIGroup: "coordination.k8s.io", Resource: "leases", Namespace: nsName, Name: name}, 200)
+}
+
+// request records a request of ref, by user and agent, answered code.
+func (s *stream) request(user, agent, verb string, ref ObjectRef, code int) {
+	e := &AuditEvent{Stage: "ResponseComplete", Verb: verb, UserAgent: agent, ObjectRef: &ref,
 		RequestReceivedTimestamp: s.clk.Now(), StageTimestamp: s.clk.Now().Add(5 * time.Millisecond)}
 	e.User.Username = user
-	e.ObjectRef = &struct {
-		APIGroup    string `json:"apiGroup"`
-		Resource    string `json:"resource"`
-		Namespace   string `json:"namespace"`
-		Name        string `json:"name"`
-		Subresource string `json:"subresource"`
-	}{APIGroup: "coordination.k8s.io", Resource: "leases", Namespace: nsName, Name: name}
 	e.ResponseStatus = &struct {
 		Code int `json:"code"`
-	}{Code: 200}
+	}{Code: code}
 	s.c.OnAudit(e)
 	s.step(10 * time.Millisecond)
 }
