@@ -36,8 +36,9 @@ func newGroupSim(rng *rand.Rand, seed uint64) *groupSim {
 		cfg := randomSimConfig(rng)
 		// A broken revision never completes, and would hold the group
 		// forever, as it should; new revisions mid-rollout are left to
-		// the single-StatefulSet simulation.
+		// the single-StatefulSet simulation, and so are scale changes.
 		cfg.broken, cfg.rollbackAt, cfg.revisionEvery, cfg.deadlineSeconds = false, 0, 0, 600
+		cfg.resize = false
 		cfg.replicas = 1 + rng.IntN(8)
 		if cfg.partition > cfg.replicas {
 			cfg.partition = cfg.replicas

@@ -60,21 +60,25 @@ type simConfig struct {
 	// interrupts: during the chaos the rollout is paused and resumed, and
 	// its partition raised and lowered, now and then.
 	interrupts bool
+	// resize: during the chaos spec.replicas changes now and then, from 0
+	// to twice its size; the StatefulSet controller creates the new
+	// ordinals at the update revision and deletes those beyond the range.
+	resize bool
 }
 
 func (c simConfig) String() string {
-	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds drainTimeout=%ds interrupts=%v",
-		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds, c.drainTimeout, c.interrupts)
+	return fmt.Sprintf("replicas=%d max-unavailable=%s partition=%d minReadySeconds=%d dns=%v readinessGate=%v pdbMinAvailable=%d pdbLag=%v broken=%v chaos=%d rollbackAt=%d revisionEvery=%d deadline=%ds drainTimeout=%ds interrupts=%v resize=%v",
+		c.replicas, c.maxUnavailable, c.partition, c.minReadySeconds, c.dns, c.readinessGate, c.pdbMinAvailable, c.pdbLag, c.broken, c.chaosSteps, c.rollbackAt, c.revisionEvery, c.deadlineSeconds, c.drainTimeout, c.interrupts, c.resize)
 }
 
-// resolvedMaxUnavailable is max-unavailable as DESIGN.md defines it,
-// computed apart from the code under test.
-func (c simConfig) resolvedMaxUnavailable() int {
-	if p, ok := strings.CutSuffix(c.maxUnavailable, "%"); ok {
+// resolvedMaxUnavailable is max-unavailable as DESIGN.md defines it, for
+// spec.replicas as it is now, computed apart from the code under test.
+func (s *sim) resolvedMaxUnavailable() int {
+	if p, ok := strings.CutSuffix(s.cfg.maxUnavailable, "%"); ok {
 		n, _ := strconv.Atoi(p)
-		return max(1, c.replicas*n/100)
+		return max(1, s.replicas*n/100)
 	}
-	n, _ := strconv.Atoi(c.maxUnavailable)
+	n, _ := strconv.Atoi(s.cfg.maxUnavailable)
 	return n
 }
 
@@ -122,6 +126,7 @@ func randomSimConfig(rng *rand.Rand) simConfig {
 		c.drainTimeout = 5 * (1 + rng.IntN(6))
 	}
 	c.interrupts = c.chaosSteps > 0 && rng.IntN(2) == 0
+	c.resize = c.chaosSteps > 0 && rng.IntN(2) == 0
 	return c
 }
 
@@ -166,8 +171,11 @@ type sim struct {
 	// with a template change.
 	generation, observed int64
 	pods                 []*simPod // by ordinal; nil: missing
-	missingFor           []int
-	uids                 int
+	// replicas is spec.replicas as it is now (resize changes it during the
+	// chaos); pods holds room for twice cfg.replicas then.
+	replicas   int
+	missingFor []int
+	uids       int
 	// pdbAllowed is the budget's status.disruptionsAllowed as stored: what
 	// the planner reads and the eviction API spends. pdbNext is the
 	// disruption controller's next value when it lags.
@@ -193,6 +201,10 @@ type sim struct {
 }
 
 func newSim(cfg simConfig, seed uint64) *sim {
+	capacity := cfg.replicas
+	if cfg.resize {
+		capacity = 2*cfg.replicas + 1
+	}
 	s := &sim{
 		cfg:        cfg,
 		rng:        rand.New(rand.NewPCG(seed, 0x5747)),
@@ -200,11 +212,12 @@ func newSim(cfg simConfig, seed uint64) *sim {
 		updateRev:  newRev,
 		generation: 1,
 		observed:   1,
-		pods:       make([]*simPod, cfg.replicas),
-		missingFor: make([]int, cfg.replicas),
+		pods:       make([]*simPod, capacity),
+		missingFor: make([]int, capacity),
+		replicas:   cfg.replicas,
 		partition:  cfg.partition,
 	}
-	for o := range s.pods {
+	for o := range cfg.replicas {
 		s.pods[o] = &simPod{
 			name:       "web-" + strconv.Itoa(o),
 			uid:        s.uid(),
@@ -252,7 +265,7 @@ func (s *sim) input() Input {
 	if s.paused {
 		a[AnnotationPaused] = "true"
 	}
-	sts := newSet(int32(s.cfg.replicas), a)
+	sts := newSet(int32(s.replicas), a)
 	sts.Generation = s.generation
 	sts.Status.ObservedGeneration = s.observed
 	sts.Status.UpdateRevision = s.updateRev
@@ -433,12 +446,18 @@ func (s *sim) done(plan Plan) bool {
 	// With nothing to update there was no rollout to complete (unless the
 	// interrupts lowered the partition for a while).
 	ok := plan.Status.Phase == PhaseComplete ||
-		s.cfg.target() == 0 && (plan.Status.Phase == PhaseIdle || s.cfg.interrupts)
+		s.cfg.target() == 0 && (plan.Status.Phase == PhaseIdle || s.cfg.interrupts || s.cfg.resize)
 	if !ok || len(plan.Deletions) > 0 {
 		return false
 	}
 	updated := 0
-	for _, p := range s.pods {
+	for o, p := range s.pods {
+		if o >= s.replicas {
+			if p != nil {
+				return false // the scale-down is not over
+			}
+			continue
+		}
 		if p == nil || p.terminating > 0 {
 			return false
 		}
@@ -449,8 +468,9 @@ func (s *sim) done(plan Plan) bool {
 			updated++
 		}
 	}
-	// Pods updated while the interrupts had lowered the partition stay so.
-	return updated == s.cfg.target() || s.cfg.interrupts && updated > s.cfg.target()
+	// Pods updated while the interrupts had lowered the partition stay so,
+	// and so do pods created by a scale-up (at the update revision).
+	return updated == s.cfg.target() || (s.cfg.interrupts || s.cfg.resize) && updated > s.cfg.target()
 }
 
 func (s *sim) rollback() {
@@ -464,14 +484,17 @@ func (s *sim) rollback() {
 // the cluster, before the plan is applied.
 func (s *sim) check(in Input, plan Plan) {
 	fail := func(format string, args ...any) { s.errs = append(s.errs, fmt.Sprintf(format, args...)) }
-	maxU := s.cfg.resolvedMaxUnavailable()
-	target := max(s.cfg.replicas-s.partition, 0)
+	maxU := s.resolvedMaxUnavailable()
+	target := max(s.replicas-s.partition, 0)
+	// The ordinals in range; pods beyond it are the StatefulSet
+	// controller's to delete (a scale-down), never ours.
+	inRange := s.pods[:s.replicas]
 	// Paused: nothing is removed, and every drain request is withdrawn.
 	if s.paused {
 		if len(plan.Deletions) > 0 {
 			fail("%d removals while paused", len(plan.Deletions))
 		}
-		for _, p := range s.pods {
+		for _, p := range inRange {
 			if p != nil && !p.drainRequested.IsZero() && p.terminating == 0 && !slices.ContainsFunc(plan.Withdrawals, func(w Withdrawal) bool { return w.Pod.UID == p.uid }) {
 				fail("paused, but the drain request of %s is not withdrawn", p.name)
 			}
@@ -495,7 +518,7 @@ func (s *sim) check(in Input, plan Plan) {
 	var draining []*simPod
 	updated, avail, updatedAvail := int32(0), int32(0), int32(0)
 	waitingDNS := map[string]string{}
-	for _, p := range s.pods {
+	for _, p := range inRange {
 		a := s.available(p)
 		if !a {
 			unavailable++
@@ -577,6 +600,8 @@ func (s *sim) check(in Input, plan Plan) {
 		}
 		p := s.pods[o]
 		switch {
+		case o >= s.replicas:
+			fail("%s removed, beyond spec.replicas %d", p.name, s.replicas)
 		case seen[p.name]:
 			fail("%s deleted twice", p.name)
 		case p.terminating > 0:
@@ -691,7 +716,7 @@ func (s *sim) check(in Input, plan Plan) {
 			lowestEvicted = min(lowestEvicted, o)
 		}
 	}
-	for o, p := range s.pods {
+	for o, p := range inRange {
 		if p == nil || p.terminating > 0 || p.rev == s.updateRev || seen[p.name] {
 			continue
 		}
@@ -754,7 +779,7 @@ func (s *sim) check(in Input, plan Plan) {
 	// budget has headroom; each an available pod makes one more unavailable.
 	if s.observed == s.generation && !s.paused {
 		coming := 0
-		for _, p := range s.pods {
+		for _, p := range inRange {
 			if p == nil || p.terminating > 0 || p.rev == s.updateRev {
 				coming++
 			}
@@ -781,7 +806,7 @@ func (s *sim) check(in Input, plan Plan) {
 		leadersTurn := len(nonLeaderOutdated) == 0 && drainingHeld == 0 && inFlight+wantDeleted == 0
 		leaders := 0
 		u := unavailable
-		for o := len(s.pods) - 1; o >= 0 && !guarded; o-- {
+		for o := len(inRange) - 1; o >= 0 && !guarded; o-- {
 			p := s.pods[o]
 			if p == nil || p.terminating > 0 || p.rev == s.updateRev || !p.ready || p.leader != leadersTurn {
 				continue
@@ -818,7 +843,7 @@ func (s *sim) check(in Input, plan Plan) {
 	// (e) Never more than replicas - partition pods at the update revision
 	// because of us: missing and terminating pods come back at it.
 	coming := 0
-	for _, p := range s.pods {
+	for _, p := range inRange {
 		if p == nil || p.terminating > 0 || p.rev == s.updateRev || seen[p.name] {
 			coming++
 		}
@@ -908,7 +933,30 @@ func (s *sim) advance() {
 	case s.rng.IntN(12) == 0:
 		s.partition = s.rng.IntN(s.cfg.replicas + 2)
 	}
+	switch {
+	case !chaos:
+		s.replicas = s.cfg.replicas
+	case s.cfg.resize && s.rng.IntN(10) == 0:
+		s.replicas = s.rng.IntN(len(s.pods) + 1)
+	}
 	for o, p := range s.pods {
+		if o >= s.replicas {
+			// The StatefulSet controller deletes the pods beyond the
+			// range, in no hurry: the planner sees them for a while.
+			switch {
+			case p == nil:
+			case p.terminating == 0:
+				if s.rng.IntN(3) == 0 {
+					p.terminating = 1 + s.rng.IntN(2)
+				}
+			default:
+				p.terminating--
+				if p.terminating == 0 {
+					s.pods[o] = nil
+				}
+			}
+			continue
+		}
 		if p == nil {
 			s.missingFor[o]--
 			if s.missingFor[o] < 0 {
@@ -956,7 +1004,7 @@ func (s *sim) advance() {
 	}
 	// Leadership moves, now and then, to any live pod or to none.
 	if s.rng.IntN(7) == 0 {
-		o := s.rng.IntN(s.cfg.replicas + 1)
+		o := s.rng.IntN(len(s.pods) + 1)
 		for i, p := range s.pods {
 			if p != nil {
 				p.leader = i == o
@@ -1014,7 +1062,10 @@ func (s *sim) disruptionsAllowed() int32 {
 // n/N updated Ready/not, t terminating, - missing, * leader, ? not in DNS.
 func (s *sim) describe() string {
 	var b strings.Builder
-	for _, p := range s.pods {
+	for o, p := range s.pods {
+		if o == s.replicas && s.cfg.resize {
+			b.WriteString("| ")
+		}
 		c := "-"
 		switch {
 		case p == nil:
@@ -1102,8 +1153,10 @@ func TestSimulatedRolloutShapes(t *testing.T) {
 		"drain, tight budget":  func(c *simConfig) { c.drainTimeout, c.pdbMinAvailable, c.pdbLag = 15, 5, true },
 		"drain and chaos":      func(c *simConfig) { c.drainTimeout, c.chaosSteps, c.pdbMinAvailable = 30, 60, 4 },
 		"many, 25% and chaos":  func(c *simConfig) { c.replicas, c.maxUnavailable, c.chaosSteps = 30, "25%", 40 },
+		"scaled mid-rollout":   func(c *simConfig) { c.chaosSteps, c.resize = 80, true },
+		"scaled, 50%, drain":   func(c *simConfig) { c.maxUnavailable, c.chaosSteps, c.resize, c.drainTimeout = "50%", 60, true, 15 },
 		"many, all constraints": func(c *simConfig) {
-			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600, 20, true}
+			*c = simConfig{30, "5", 4, 5, true, true, 25, true, false, 40, 0, 10, 600, 20, true, true}
 		},
 	}
 	for name, shape := range shapes {
