@@ -29,7 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-//go:embed kustomization.yaml base/*.yaml overlays/servicemonitor/*.yaml
+//go:embed kustomization.yaml base/*.yaml overlays/servicemonitor/*.yaml overlays/rollout-lock/*.yaml coordination/*.yaml
 var files embed.FS
 
 // The names and image of the base, as the YAML sets them.
@@ -39,6 +39,17 @@ const (
 	Image          = "stsroller:latest"
 	// ImageName is the name kustomize's images: matches.
 	ImageName = "stsroller"
+	// LockKubeconfigSecret is the Secret, created by the user, that
+	// overlays/rollout-lock mounts: key "kubeconfig", the coordination
+	// cluster's kubeconfig.
+	LockKubeconfigSecret = "stsroller-lock-kubeconfig"
+	// LockConfig is overlays/rollout-lock's ConfigMap (cluster-name,
+	// lock-namespace, lock-ttl).
+	LockConfig = "stsroller-lock"
+	// LockNamespace and LockServiceAccount are coordination/'s namespace and
+	// ServiceAccount.
+	LockNamespace      = "stsroller-locks"
+	LockServiceAccount = "stsroller-lock"
 	// AdmissionPolicy names the ValidatingAdmissionPolicy (and its binding)
 	// that confines the ServiceAccount's writes (base/admission-policy.yaml).
 	AdmissionPolicy = "stsroller-own-fields"
@@ -69,6 +80,11 @@ type Options struct {
 	// ServiceMonitor adds overlays/servicemonitor's ServiceMonitor; its CRD
 	// (monitoring.coreos.com/v1) must be installed to apply it.
 	ServiceMonitor bool
+	// RolloutLock renders overlays/rollout-lock instead of the base: the
+	// coordination cluster's kubeconfig mounted from the Secret
+	// LockKubeconfigSecret, and the lock flags from the ConfigMap LockConfig.
+	// It excludes ServiceMonitor.
+	RolloutLock bool
 	// Args are appended to the controller container's arguments (a JSON
 	// patch of the overlay): a site's settings, such as --dns-servers.
 	Args []string
@@ -83,8 +99,9 @@ func Build() ([]byte, error) { return BuildWith(Options{}) }
 // namespaces first, then RBAC, then the rest.
 func Objects() ([]runtime.Object, error) { return ObjectsWith(Options{}) }
 
-// BuildWith renders the base, or the ServiceMonitor overlay, changed by opts.
-func BuildWith(opts Options) ([]byte, error) {
+// embedded is the embedded YAML in an in-memory file system, under
+// /stsroller/deploy.
+func embedded() (filesys.FileSystem, error) {
 	mem := filesys.MakeFsInMemory()
 	const root = "/stsroller/deploy"
 	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
@@ -97,12 +114,59 @@ func BuildWith(opts Options) ([]byte, error) {
 		}
 		return mem.WriteFile(path.Join(root, p), b)
 	})
+	return mem, err
+}
+
+// Coordination renders coordination/, what the coordination cluster of
+// rollout locks needs (the locks' namespace, the Role, a ServiceAccount bound
+// to it), as `kustomize build deploy/coordination` does; namespace, when not
+// empty, replaces stsroller-locks. The objects come back typed.
+func Coordination(namespace string) ([]runtime.Object, error) {
+	mem, err := embedded()
+	if err != nil {
+		return nil, err
+	}
+	dir := "/stsroller/deploy/coordination"
+	if namespace != "" {
+		k := types.Kustomization{
+			TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+			Resources: []string{"../deploy/coordination"},
+			Namespace: namespace,
+		}
+		b, err := yaml.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		dir = "/stsroller/coordination"
+		if err := mem.WriteFile(path.Join(dir, "kustomization.yaml"), b); err != nil {
+			return nil, err
+		}
+	}
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build: %w", err)
+	}
+	b, err := res.AsYaml()
+	if err != nil {
+		return nil, err
+	}
+	return Decode(b)
+}
+
+// BuildWith renders the base, or one of its overlays, changed by opts.
+func BuildWith(opts Options) ([]byte, error) {
+	mem, err := embedded()
 	if err != nil {
 		return nil, err
 	}
 	base := "deploy"
-	if opts.ServiceMonitor {
+	switch {
+	case opts.ServiceMonitor && opts.RolloutLock:
+		return nil, errors.New("deploy: ServiceMonitor and RolloutLock are two overlays; write one of your own for both")
+	case opts.ServiceMonitor:
 		base = "deploy/overlays/servicemonitor"
+	case opts.RolloutLock:
+		base = "deploy/overlays/rollout-lock"
 	}
 	dir := path.Join("/stsroller", base)
 	if opts.Image != "" || opts.Namespace != "" || len(opts.Args) > 0 {

@@ -81,6 +81,7 @@ type rendered struct {
 	budgets             []*policyv1.PodDisruptionBudget
 	policies            []*admissionregistrationv1.ValidatingAdmissionPolicy
 	policyBindings      []*admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	configMaps          []*corev1.ConfigMap
 	other               []*unstructured.Unstructured
 }
 
@@ -96,6 +97,9 @@ func render(t *testing.T, opts Options) *rendered {
 		len(r.deployments) != 1 || len(r.services) != 1 || len(r.budgets) != 1 ||
 		len(r.policies) != 1 || len(r.policyBindings) != 1 {
 		t.Fatalf("deploy/ should hold one of each object, got %s", r.counts())
+	}
+	if n := len(r.configMaps); opts.RolloutLock != (n == 1) || n > 1 {
+		t.Fatalf("%d ConfigMaps: only overlays/rollout-lock has one", n)
 	}
 	if !opts.ServiceMonitor && len(r.other) > 0 {
 		t.Errorf("the base holds objects of kinds client-go does not know: %v", r.other)
@@ -131,6 +135,8 @@ func classify(t *testing.T, objs []runtime.Object) *rendered {
 			r.policies = append(r.policies, o)
 		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
 			r.policyBindings = append(r.policyBindings, o)
+		case *corev1.ConfigMap:
+			r.configMaps = append(r.configMaps, o)
 		case *unstructured.Unstructured:
 			r.other = append(r.other, o)
 		default:
@@ -494,5 +500,96 @@ func TestBuildMatchesObjects(t *testing.T) {
 	}
 	if len(decoded) != len(objs) || len(objs) == 0 {
 		t.Fatalf("Build gives %d objects, Objects %d", len(decoded), len(objs))
+	}
+}
+
+// TestRolloutLockOverlay: overlays/rollout-lock is the base plus what a
+// region needs for locks kept in a coordination cluster, and nothing more:
+// the flags, each $(VAR) of theirs defined from the overlay's ConfigMap, and
+// the user's Secret mounted read-only where --lock-kubeconfig points.
+func TestRolloutLockOverlay(t *testing.T) {
+	base, r := render(t, Options{}), render(t, Options{RolloutLock: true})
+	b, c := base.deployments[0].Spec.Template.Spec, r.deployments[0].Spec.Template.Spec
+	cm := r.configMaps[0]
+	if cm.Namespace != Namespace || !strings.HasPrefix(cm.Name, LockConfig+"-") {
+		t.Errorf("ConfigMap %s/%s, want %s/%s-<hash>", cm.Namespace, cm.Name, Namespace, LockConfig)
+	}
+	if cm.Data["cluster-name"] == "" || cm.Data["lock-namespace"] != LockNamespace || cm.Data["lock-ttl"] != "10m" {
+		t.Errorf("ConfigMap data %v: want a cluster-name, lock-namespace %s, lock-ttl 10m", cm.Data, LockNamespace)
+	}
+	ctr := c.Containers[0]
+	added, ok := strings.CutPrefix(strings.Join(ctr.Args, " "), strings.Join(b.Containers[0].Args, " ")+" ")
+	want := "--lock-kubeconfig=/etc/stsroller/lock/kubeconfig --cluster-name=$(STSROLLER_CLUSTER_NAME) " +
+		"--lock-namespace=$(STSROLLER_LOCK_NAMESPACE) --lock-ttl=$(STSROLLER_LOCK_TTL)"
+	if !ok || added != want {
+		t.Errorf("args %q: want the base's, then %q", ctr.Args, want)
+	}
+	// The kubelet expands $(VAR) only for variables defined before: each
+	// comes from a key of the ConfigMap that exists.
+	env := map[string]corev1.EnvVar{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e
+	}
+	for v, key := range map[string]string{"STSROLLER_CLUSTER_NAME": "cluster-name", "STSROLLER_LOCK_NAMESPACE": "lock-namespace", "STSROLLER_LOCK_TTL": "lock-ttl"} {
+		e, ok := env[v]
+		if !ok || e.ValueFrom == nil || e.ValueFrom.ConfigMapKeyRef == nil || e.ValueFrom.ConfigMapKeyRef.Name != cm.Name || e.ValueFrom.ConfigMapKeyRef.Key != key {
+			t.Errorf("env %s = %+v: want the key %s of ConfigMap %s", v, e, key, cm.Name)
+		}
+		if _, ok := cm.Data[key]; !ok {
+			t.Errorf("ConfigMap has no key %s", key)
+		}
+	}
+	if len(c.Volumes) != 1 || c.Volumes[0].Secret == nil || c.Volumes[0].Secret.SecretName != LockKubeconfigSecret ||
+		len(c.Volumes[0].Secret.Items) != 0 || c.Volumes[0].Secret.Optional != nil {
+		t.Fatalf("volumes %+v: want the one Secret %s, whole and required", c.Volumes, LockKubeconfigSecret)
+	}
+	if m := c.Volumes[0].Secret.DefaultMode; m == nil || *m&0o004 == 0 {
+		t.Errorf("the Secret's mode %v: the container's user (65532, no fsGroup) must be able to read it", m)
+	}
+	if len(ctr.VolumeMounts) != 1 || ctr.VolumeMounts[0].Name != c.Volumes[0].Name || ctr.VolumeMounts[0].MountPath != "/etc/stsroller/lock" || !ctr.VolumeMounts[0].ReadOnly {
+		t.Errorf("mounts %+v: want %s read-only at /etc/stsroller/lock", ctr.VolumeMounts, c.Volumes[0].Name)
+	}
+	// Nothing else changes: no Secret rights, the same RBAC.
+	if diff := cmp.Diff(flatten(base.clusterRoles[0].Rules), flatten(r.clusterRoles[0].Rules)); diff != "" {
+		t.Errorf("the ClusterRole changed (-base +overlay):\n%s", diff)
+	}
+	if diff := cmp.Diff(flatten(base.roles[0].Rules), flatten(r.roles[0].Rules)); diff != "" {
+		t.Errorf("the Role changed (-base +overlay):\n%s", diff)
+	}
+	if _, err := BuildWith(Options{RolloutLock: true, ServiceMonitor: true}); err == nil {
+		t.Errorf("RolloutLock with ServiceMonitor: want an error")
+	}
+}
+
+// TestCoordination: the coordination cluster gets exactly get, create and
+// update on Leases in the locks' namespace (rollout/lock.go's calls), bound
+// to its ServiceAccount; the namespace can be changed.
+func TestCoordination(t *testing.T) {
+	for _, ns := range []string{"", "team-locks"} {
+		objs, err := Coordination(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := classify(t, objs)
+		want := ns
+		if want == "" {
+			want = LockNamespace
+		}
+		if len(r.namespaces) != 1 || r.namespaces[0].Name != want || len(r.roles) != 1 || len(r.roleBindings) != 1 ||
+			len(r.serviceAccounts) != 1 || len(objs) != 4 {
+			t.Fatalf("namespace %q: want the Namespace %s, a ServiceAccount, a Role and its binding, got %s", ns, want, r.counts())
+		}
+		wantRules := []rule{{Group: "coordination.k8s.io", Resource: "leases", Verbs: "create,get,update"}}
+		if diff := cmp.Diff(wantRules, flatten(r.roles[0].Rules)); diff != "" {
+			t.Errorf("the Role's rules (-want +got):\n%s", diff)
+		}
+		sa, rb := r.serviceAccounts[0], r.roleBindings[0]
+		if sa.Name != LockServiceAccount || sa.Namespace != want || r.roles[0].Namespace != want || rb.Namespace != want {
+			t.Errorf("objects outside %s: %s/%s, Role in %s, binding in %s", want, sa.Namespace, sa.Name, r.roles[0].Namespace, rb.Namespace)
+		}
+		if rb.RoleRef.Name != r.roles[0].Name || len(rb.Subjects) != 1 || rb.Subjects[0].Kind != "ServiceAccount" ||
+			rb.Subjects[0].Name != sa.Name || rb.Subjects[0].Namespace != want {
+			t.Errorf("binding %+v: want the Role bound to %s/%s", rb, want, sa.Name)
+		}
 	}
 }

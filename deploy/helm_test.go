@@ -425,6 +425,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"logFormat: xml", "logFormat"},
 		{"replicas: 2\nleaderElection: {enabled: false}", "leaderElection.enabled"},
 		{"image: {digest: latest}", "digest"},
+		{"rolloutLock: {kubeconfigSecret: coordination}", "rolloutLock.clusterName"},
+		{"rolloutLock: {ttl: ten}", "ttl"},
 	} {
 		if _, err := helmTemplate(t, "stsroller", Namespace, tc.values); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("values %q: want an error about %s, got %v", tc.values, tc.want, err)
@@ -438,5 +440,35 @@ func TestChartLints(t *testing.T) {
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("helm lint --strict: %v\n%s", err, out)
+	}
+}
+
+// TestChartRolloutLock: rolloutLock mounts the user's Secret where
+// deploy/overlays/rollout-lock does, with the same flags (the values in
+// place of the overlay's ConfigMap), and is off by default.
+func TestChartRolloutLock(t *testing.T) {
+	off := chart(t, "stsroller", Namespace, "")
+	if c := container(t, off); len(c.VolumeMounts) != 0 || len(off.deployments[0].Spec.Template.Spec.Volumes) != 0 || strings.Contains(strings.Join(c.Args, " "), "lock") {
+		t.Errorf("rolloutLock must be off by default: args %q, mounts %v", c.Args, c.VolumeMounts)
+	}
+	r := chart(t, "stsroller", Namespace, "rolloutLock: {kubeconfigSecret: coordination, clusterName: eu-west, namespace: team-locks, ttl: 2m}")
+	k := render(t, Options{RolloutLock: true})
+	got, want := r.deployments[0].Spec.Template.Spec, k.deployments[0].Spec.Template.Spec
+	want.Volumes[0].Secret.SecretName = "coordination"
+	if diff := cmp.Diff(want.Volumes, got.Volumes); diff != "" {
+		t.Errorf("volumes (-overlay +chart):\n%s", diff)
+	}
+	if diff := cmp.Diff(want.Containers[0].VolumeMounts, got.Containers[0].VolumeMounts); diff != "" {
+		t.Errorf("mounts (-overlay +chart):\n%s", diff)
+	}
+	var lockArgs []string
+	for _, a := range got.Containers[0].Args {
+		if strings.HasPrefix(a, "--lock-") || strings.HasPrefix(a, "--cluster-name") {
+			lockArgs = append(lockArgs, a)
+		}
+	}
+	wantArgs := []string{"--lock-kubeconfig=/etc/stsroller/lock/kubeconfig", "--cluster-name=eu-west", "--lock-namespace=team-locks", "--lock-ttl=2m"}
+	if diff := cmp.Diff(wantArgs, lockArgs); diff != "" {
+		t.Errorf("lock flags (-want +chart):\n%s", diff)
 	}
 }
