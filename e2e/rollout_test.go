@@ -79,8 +79,14 @@ const leaderSelector = "stsroller.io/role=leader"
 
 func newRollout(t testing.TB, o rolloutOptions) *rollout {
 	t.Helper()
+	return newRolloutIn(t, framework.Client(t), o)
+}
+
+// newRolloutIn is newRollout in the cluster of client (a second control
+// plane of the lock tests).
+func newRolloutIn(t testing.TB, client kubernetes.Interface, o rolloutOptions) *rollout {
+	t.Helper()
 	ctx := t.Context()
-	client := framework.Client(t)
 	ns := framework.Namespace(ctx, t, client)
 	r := &rollout{t: t, ctx: ctx, client: client, ns: ns}
 	if o.strategy == "" {
