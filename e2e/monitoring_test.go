@@ -165,6 +165,7 @@ func freePort(t *testing.T) int {
 type promServer struct {
 	base string
 	log  *os.File
+	proc *proc.Process
 }
 
 // staticScrape is the scrape config of the job "stsroller" for one target.
@@ -290,7 +291,7 @@ scrape_configs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &promServer{base: "http://" + addr, log: logf}
+	s := &promServer{base: "http://" + addr, log: logf, proc: p}
 	t.Cleanup(func() {
 		_ = p.Stop(10 * time.Second)
 		logf.Close()

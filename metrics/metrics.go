@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -39,6 +40,15 @@ type Metrics struct {
 	// LockWait observes the time a StatefulSet waited for its rollout lock
 	// before it took it (0 when it was free).
 	LockWait prometheus.Histogram
+	// HealthEvaluations counts the health gate's query evaluations by
+	// result (healthy, unhealthy, error), HealthEvaluationDuration times
+	// them, and HealthGateErrors counts those that could not be evaluated.
+	HealthEvaluations        *prometheus.CounterVec
+	HealthEvaluationDuration prometheus.Histogram
+	HealthGateErrors         prometheus.Counter
+	// HealthWait observes the time a rollout waited for its health gate
+	// (stsroller.io/health-query) before a step.
+	HealthWait prometheus.Histogram
 	// Leader is 1 while this process holds the leader lease.
 	Leader prometheus.Gauge
 	// DrainDuration observes drain handshakes, from the request to the
@@ -110,6 +120,24 @@ func New() *Metrics {
 			Help:    "Time a StatefulSet waited for its rollout lock (stsroller.io/rollout-lock) before it took it.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
 		}),
+		HealthEvaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "health_gate_evaluations_total",
+			Help: "Evaluations of health gate queries (stsroller.io/health-query), by result: healthy, unhealthy, error.",
+		}, []string{"result"}),
+		HealthEvaluationDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "health_gate_evaluation_duration_seconds",
+			Help:    "Time one health gate query took to evaluate at Prometheus.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		HealthGateErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "health_gate_errors_total",
+			Help: "Health gate queries that could not be evaluated (Prometheus unreachable, an error answer, a result of the wrong type): the gate stays closed.",
+		}),
+		HealthWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "health_gate_wait_seconds",
+			Help:    "Time a rollout waited for its health gate (WaitingForHealth or HealthGateError) before its next step.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "leader",
 			Help: "1 while this process holds the leader lease, else 0.",
@@ -119,6 +147,7 @@ func New() *Metrics {
 	m.APIRateLimiterWait = newRateLimiterWait()
 	r.MustRegister(m.PodsDeleted, m.EvictionsBlocked, m.Rollouts, m.RolloutsBlocked, m.RolloutDuration,
 		m.SyncDuration, m.DNSChecks, m.DNSCheckDuration, m.DNSPropagation, m.LockWait, m.Leader, m.DrainDuration,
+		m.HealthEvaluations, m.HealthEvaluationDuration, m.HealthGateErrors, m.HealthWait,
 		m.APIRequests, m.APIRequestDuration, m.APIRateLimiterWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -189,4 +218,14 @@ func (p *queueProvider) NewLongestRunningProcessorSecondsMetric(q string) workqu
 
 func (p *queueProvider) NewRetriesMetric(q string) workqueue.CounterMetric {
 	return p.counter(q, "retries_total", "Items re-added to the workqueue with rate limiting.")
+}
+
+// ObserveHealthEvaluation records one health gate evaluation: its result
+// (healthy, unhealthy, error) and how long it took.
+func (m *Metrics) ObserveHealthEvaluation(result string, took time.Duration) {
+	m.HealthEvaluations.WithLabelValues(result).Inc()
+	m.HealthEvaluationDuration.Observe(took.Seconds())
+	if result == "error" {
+		m.HealthGateErrors.Inc()
+	}
 }

@@ -180,7 +180,7 @@ func (ch *choice) heldBack(v *candidate, budgets []pdb.Budget, used map[string]i
 
 // evictionGuard returns what forbids every eviction of this StatefulSet now:
 // more than one budget over a pod, a budget that cannot be read, a DNS server
-// that cannot be asked.
+// that cannot be asked, a health gate that is not open.
 func evictionGuard(in Input, c *census) *guard {
 	if msg := multipleBudgets(in.Budgets); msg != "" {
 		return &guard{PhaseBlocked, ReasonMultiplePDBs, msg}
@@ -193,7 +193,7 @@ func evictionGuard(in Input, c *census) *guard {
 			"an authoritative DNS server cannot be asked, so no replacement could be proven resolvable: " +
 				listSome(c.unreachableFirst, c.unreachable, "; ")}
 	}
-	return nil
+	return healthGuard(in, c)
 }
 
 // multipleBudgets names the pods more than one budget selects. The eviction API

@@ -91,6 +91,12 @@ type Config struct {
 	// RolloutLock names the rollout lock (stsroller.io/rollout-lock, see
 	// lock.go); empty for none.
 	RolloutLock string
+	// HealthQuery turns the Prometheus health gate on when not empty; see
+	// health.go for it and the other Health fields.
+	HealthQuery         string
+	HealthStable        time.Duration
+	HealthTimeout       time.Duration
+	HealthPrometheusURL string
 }
 
 // ConfigError says which annotation did not parse and what it accepts.
@@ -224,6 +230,9 @@ func ParseConfig(sts *appsv1.StatefulSet) (Config, error) {
 			return cfg, err
 		}
 		cfg.RolloutLock = n
+	}
+	if err := parseHealth(a, &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -143,6 +143,16 @@ func RunForecast(fi ForecastInput) Forecast {
 	uid := 0
 	for i, in := range fi.Members {
 		m := &fcMember{in: in, timing: fi.Timing[in.StatefulSet.Name], pods: map[int]*fcPod{}, createAt: map[int]time.Time{}, prev: in.Previous}
+		if in.ConfigError == nil && in.Config.HealthQuery != "" {
+			// The forecast assumes the health query holds from now on
+			// (or since it began to): each step then waits stable-seconds
+			// after the one before.
+			h := HealthState{Checked: true, Healthy: true, HealthySince: now, LastStep: in.Health.LastStep}
+			if in.Health.Healthy && in.Health.Err == "" {
+				h.HealthySince = in.Health.HealthySince
+			}
+			m.in.Health = h
+		}
 		m.sum.Name = in.StatefulSet.Name
 		start, end := ordinalRange(in.StatefulSet)
 		for _, p := range in.Pods {
@@ -353,7 +363,13 @@ func RunForecast(fi ForecastInput) Forecast {
 					if at, ok := m.answerAfter(t); ok {
 						fp.answerAt = at
 					}
+					if m.in.Config.HealthQuery != "" {
+						m.in.Health.LastStep = t
+					}
 					continue
+				}
+				if d.Why != RemovalUnhealthy && m.in.Config.HealthQuery != "" {
+					m.in.Health.LastStep = t
 				}
 				fp.pod.DeletionTimestamp = ptrTime(t)
 				setReady(fp.pod, false, t) // its containers get SIGTERM
@@ -400,6 +416,13 @@ func RunForecast(fi ForecastInput) Forecast {
 			}
 		}
 		for _, m := range ms {
+			if h := m.in.Health; m.in.Config.HealthQuery != "" && m.last.Status.Reason == ReasonWaitingForHealth {
+				// The gate opens stable-seconds after the later of the
+				// query holding and the last step.
+				if at := laterOf(h.HealthySince, h.LastStep).Add(m.in.Config.HealthStable); at.After(t) {
+					soonest(at)
+				}
+			}
 			minReady := time.Duration(m.in.StatefulSet.Spec.MinReadySeconds) * time.Second
 			timeout := m.in.Config.DrainTimeout
 			for _, fp := range m.pods {

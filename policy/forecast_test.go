@@ -267,3 +267,39 @@ func TestForecastHugeReplicas(t *testing.T) {
 }
 
 func ptrInt32(v int32) *int32 { return &v }
+
+// TestForecastHealthGate: with a health query the forecast assumes it holds
+// from now on, and each step waits stable-seconds after the one before (and
+// the first, after the query began to hold).
+func TestForecastHealthGate(t *testing.T) {
+	s := time.Second
+	gated := ann(AnnotationHealthQuery, "min(up) > 0", AnnotationHealthStableSeconds, "30", AnnotationMaxUnavailable, "1")
+	for _, tc := range []struct {
+		name   string
+		health HealthState
+		want   []fcStep
+		total  time.Duration
+	}{{
+		name:   "held for long",
+		health: HealthState{Checked: true, Healthy: true, HealthySince: t0.Add(-time.Hour)},
+		want:   []fcStep{{"a", 0, []string{"a-2"}}, {"a", 30 * s, []string{"a-1"}}, {"a", 60 * s, []string{"a-0"}}},
+		total:  70 * s,
+	}, {
+		name:   "unhealthy now: assumed to hold from now",
+		health: HealthState{Checked: true, UnhealthySince: t0.Add(-time.Minute), Value: "0"},
+		want:   []fcStep{{"a", 30 * s, []string{"a-2"}}, {"a", 60 * s, []string{"a-1"}}, {"a", 90 * s, []string{"a-0"}}},
+		total:  100 * s,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := member("a", gated, "o", "o", "o")
+			in.Health = tc.health
+			fc := RunForecast(ForecastInput{Members: []Input{in}, Now: t0, Timing: map[string]ForecastTiming{"a": timing}})
+			if diff := cmp.Diff(tc.want, stepsOf(fc)); diff != "" {
+				t.Errorf("steps (-want +got):\n%s", diff)
+			}
+			if fc.Total != tc.total || !fc.Complete {
+				t.Errorf("total %s complete %v, want %s true", fc.Total, fc.Complete, tc.total)
+			}
+		})
+	}
+}

@@ -57,6 +57,11 @@ type Input struct {
 	DNS map[string]DNSState
 	// DNSError is set when the gate cannot work at all (no servers known).
 	DNSError error
+	// Health is the health gate's view; read only with Config.HealthQuery
+	// set. HealthError is set when the gate cannot work at all (no
+	// Prometheus URL known).
+	Health      HealthState
+	HealthError error
 	// Removing names the pods (by UID) that stsroller removed and the
 	// informers still show alive, with how each went. Each counts at once as
 	// a pod on its way out, as if it were terminating, so the next plan goes
@@ -138,6 +143,7 @@ func Compute(in Input) Plan {
 	var withdrawals []Withdrawal
 	say := func(phase Phase, reason, msg string, deletions []Deletion) Plan {
 		st.Phase, st.Reason, st.Message = phase, reason, msg
+		st.HealthGate = healthStatus(in, phase.Rolling())
 		plan := finish(in, Plan{Deletions: deletions, Withdrawals: withdrawals, Status: st, RequeueAfter: c.requeue})
 		plan.Status.bound()
 		return plan
@@ -228,6 +234,9 @@ func stop(in Input, c *census) (Phase, string, string) {
 	}
 	if cfg.DNSDomain != "" && in.DNSError != nil {
 		return PhaseInvalid, ReasonInvalidConfig, in.DNSError.Error()
+	}
+	if cfg.HealthQuery != "" && in.HealthError != nil {
+		return PhaseInvalid, ReasonInvalidConfig, in.HealthError.Error()
 	}
 	return "", "", ""
 }
@@ -321,8 +330,24 @@ func finish(in Input, plan Plan) Plan {
 		deadline = DefaultProgressDeadline
 	}
 	// A pod may take the whole drain timeout to answer before its
-	// replacement can even start: that is no stall.
+	// replacement can even start: that is no stall. Nor is waiting out
+	// the health gate's stable-seconds.
 	deadline += in.Config.DrainTimeout
+	if in.Config.HealthQuery != "" {
+		deadline += in.Config.HealthStable
+	}
+	stalled, healthLeft := healthStall(in, st, progress.Time)
+	if stalled {
+		if prev != nil && prev.Phase == PhaseStalled {
+			st.LastTransitionTime = prev.LastTransitionTime
+		} else {
+			st.LastTransitionTime = now
+		}
+		return plan
+	}
+	if healthLeft > 0 && (plan.RequeueAfter == 0 || healthLeft < plan.RequeueAfter) {
+		plan.RequeueAfter = healthLeft
+	}
 	left := progress.Add(deadline).Sub(in.Now)
 	if left <= 0 {
 		if prev != nil && prev.Phase == PhaseStalled {

@@ -97,6 +97,8 @@ type Status struct {
 	// request (RFC 3339); WaitingForDrainCount counts them all.
 	WaitingForDrain      map[string]string `json:"waitingForDrain,omitempty"`
 	WaitingForDrainCount int32             `json:"waitingForDrainCount,omitempty"`
+	// HealthGate is the Prometheus health gate's state, with the gate on.
+	HealthGate *HealthGateStatus `json:"healthGate,omitempty"`
 	// ObservedGeneration is the StatefulSet generation this status describes.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// RolloutLock is the StatefulSet's rollout lock, its holder and since
@@ -196,6 +198,8 @@ var warningReasons = map[string]bool{
 	ReasonDNSUnreachable:           true,
 	ReasonProgressDeadlineExceeded: true,
 	ReasonUnknownRevision:          true,
+	ReasonHealthGateError:          true,
+	ReasonHealthGateFailed:         true,
 }
 
 // quietReasons change too often, or say too little, to be worth an event:

@@ -85,6 +85,7 @@ type Controller struct {
 	clock        clock.WithTicker
 	remover      PodRemover
 	gate         DNSGate
+	health       HealthGate
 	metrics      *metrics.Metrics
 	expectations *expectations
 	groups       *groups
@@ -95,6 +96,8 @@ type Controller struct {
 	// and the rollout duration.
 	phases map[cache.ObjectName]*policy.Status
 	starts map[cache.ObjectName]time.Time
+	// healthWaits is since when each StatefulSet waits for its health gate.
+	healthWaits map[cache.ObjectName]time.Time
 	// lastWrite is when each StatefulSet's status was last written.
 	lastWrite map[cache.ObjectName]time.Time
 	// written is the status last written per StatefulSet, for syncs that
@@ -117,7 +120,10 @@ type Options struct {
 	Remover  PodRemover
 	// Gate is the DNS gate; without one, StatefulSets that set
 	// stsroller.io/dns-domain are reported InvalidConfig.
-	Gate    DNSGate
+	Gate DNSGate
+	// Health is the Prometheus health gate; without one, StatefulSets that
+	// set stsroller.io/health-query are reported InvalidConfig.
+	Health  HealthGate
 	Metrics *metrics.Metrics
 	// Locks say where the rollout locks' Leases live; nil: in the
 	// controller's cluster, namespace kube-system, cluster name "local".
@@ -185,6 +191,8 @@ func New(ctx context.Context, client kubernetes.Interface, factory kinformers.Sh
 		clock:        opts.Clock,
 		remover:      opts.Remover,
 		gate:         opts.Gate,
+		health:       opts.Health,
+		healthWaits:  map[cache.ObjectName]time.Time{},
 		metrics:      opts.Metrics,
 		expectations: newExpectations(opts.Clock),
 		phases:       map[cache.ObjectName]*policy.Status{},
@@ -540,6 +548,7 @@ func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv
 	in.Previous = c.previous(key, sts, in.Previous)
 	in.Removing = c.expectations.outstanding(key, in.Pods)
 	in.Now = c.clock.Now()
+	c.observeHealth(key, &in.Input)
 	if c.gate != nil && (in.ConfigError != nil || in.Config.DNSDomain == "") {
 		// The gate is off for this StatefulSet (or cannot be read): its
 		// background checks stop.
@@ -592,7 +601,11 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	var err error
 	switch d.Method {
 	case policy.MethodRequestDrain:
-		return "", c.requestDrain(ctx, key, sts, d)
+		err := c.requestDrain(ctx, key, sts, d)
+		if err == nil {
+			c.stepped(key, d)
+		}
+		return "", err
 	case policy.MethodDelete:
 		err = c.remover.Delete(ctx, d.Pod)
 	case policy.MethodEvict:
@@ -626,6 +639,7 @@ func (c *Controller) remove(ctx context.Context, key cache.ObjectName, sts *apps
 	c.recorder.Eventf(sts, corev1.EventTypeNormal, reason, "%s: %s", d.Method, d.Message)
 	c.recorder.Eventf(d.Pod, corev1.EventTypeNormal, reason, "stsroller (%s): %s", d.Method, d.Message)
 	c.drained(ctx, sts, cfg, d)
+	c.stepped(key, d)
 	return "", nil
 }
 
@@ -696,6 +710,7 @@ func (c *Controller) observe(key cache.ObjectName, prev, next *policy.Status) {
 		}
 		delete(c.starts, key)
 	}
+	c.healthWaitLocked(key, next)
 	s := *next
 	c.phases[key] = &s
 	c.gaugeLocked(key, &s)
@@ -706,10 +721,14 @@ func (c *Controller) forget(key cache.ObjectName) {
 	if c.gate != nil {
 		c.gate.Forget(key)
 	}
+	if c.health != nil {
+		c.health.Forget(key)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.phases, key)
 	delete(c.starts, key)
+	delete(c.healthWaits, key)
 	delete(c.lastWrite, key)
 	delete(c.written, key)
 	c.gaugeLocked(key, nil)

@@ -46,6 +46,7 @@ type fixture struct {
 	// more reactors, by verb and resource ("*" for any)
 	verbReactors []verbReactor
 	gate         func(f *fixture) DNSGate
+	health       HealthGate
 	// remover, if set, replaces the API server's removals.
 	remover  PodRemover
 	factory  kinformers.SharedInformerFactory
@@ -86,6 +87,7 @@ func (f *fixture) run(key cache.ObjectName) error {
 		if f.gate != nil {
 			opts.Gate = f.gate(f)
 		}
+		opts.Health = f.health
 		c, err := New(ctx, f.client, factory, opts)
 		if err != nil {
 			f.t.Fatal(err)

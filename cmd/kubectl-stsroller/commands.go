@@ -140,6 +140,19 @@ func writeStatus(w io.Writer, prefix string, st *policy.Status) {
 	if st.LastProgressTime != nil {
 		line("Last progress:\t%s\n", st.LastProgressTime.UTC().Format(time.RFC3339))
 	}
+	if g := st.HealthGate; g != nil {
+		msg := g.State
+		if g.Since != nil {
+			msg += " since " + g.Since.UTC().Format(time.RFC3339)
+		}
+		if g.Value != "" {
+			msg += ", last value " + oneLine(g.Value)
+		}
+		if g.Error != "" {
+			msg += ", error: " + oneLine(g.Error)
+		}
+		line("Health gate:\t%s\n", msg)
+	}
 	if l := st.RolloutLock; l != nil {
 		switch {
 		case l.Holder == "":
@@ -256,9 +269,9 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 			return err
 		}
 		if in.ConfigError == nil && in.Config.DNSDomain != "" {
-			in.DNS = dnsgate.FromConditions(in.Pods)
 			dnsFromConditions = true
 		}
+		controllerViews(&in)
 		in.Now = now
 		p, err := planInGroup(ctx, c, sts, in, now)
 		if err != nil {
@@ -320,6 +333,21 @@ func plan(ctx context.Context, c kubernetes.Interface, ns, name, output string, 
 	}
 	w.printf("%s\n", planNote)
 	return w.err
+}
+
+// controllerViews fills in what only the controller observes, as it last
+// wrote it down: the DNS gate's answers from the pods' conditions, the health
+// gate's from the status (the plugin asks neither DNS nor Prometheus).
+func controllerViews(in *policy.Input) {
+	if in.ConfigError != nil {
+		return
+	}
+	if in.Config.DNSDomain != "" {
+		in.DNS = dnsgate.FromConditions(in.Pods)
+	}
+	if in.Config.HealthQuery != "" {
+		in.Health = policy.HealthFromStatus(in.Previous)
+	}
 }
 
 // draining is one pod asked to drain, in plan's output.
@@ -451,9 +479,7 @@ func planInGroup(ctx context.Context, c kubernetes.Interface, sts *appsv1.Statef
 			if mi, err = rollout.Gather(ctx, rollout.APISource{Client: c}, m); err != nil {
 				return policy.Plan{}, err
 			}
-			if mi.ConfigError == nil && mi.Config.DNSDomain != "" {
-				mi.DNS = dnsgate.FromConditions(mi.Pods)
-			}
+			controllerViews(&mi)
 			mi.Now = now
 		}
 		sums = append(sums, policy.MemberOf(mi, policy.Compute(mi)))

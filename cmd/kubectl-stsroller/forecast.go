@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/stsroller/stsroller/dnsgate"
 	"github.com/stsroller/stsroller/policy"
 	"github.com/stsroller/stsroller/rollout"
 )
@@ -75,6 +74,9 @@ type forecastOutput struct {
 	// WaitsForLock names the rollout lock the StatefulSet waits for, and its
 	// holder: the forecast starts once the lock is taken.
 	WaitsForLock string `json:"waitsForLock,omitempty"`
+	// HealthGates names the members with a health query, and their
+	// health-stable-seconds: each of their steps waits that long.
+	HealthGates []string `json:"healthGates,omitempty"`
 }
 
 const forecastNote = `Nothing was deleted. The forecast assumes nothing else changes: no pod crashes,
@@ -117,11 +119,12 @@ func forecast(ctx context.Context, c kubernetes.Interface, ns, name, output stri
 		if err != nil {
 			return err
 		}
-		if in.ConfigError == nil && in.Config.DNSDomain != "" {
-			in.DNS = dnsgate.FromConditions(in.Pods)
-		}
+		controllerViews(&in)
 		in.Now = now
 		fi.Members = append(fi.Members, in)
+		if in.ConfigError == nil && in.Config.HealthQuery != "" {
+			o.HealthGates = append(o.HealthGates, fmt.Sprintf("%s (%s)", m.Name, in.Config.HealthStable))
+		}
 		t, src := policy.ForecastTiming{Ready: podReady}, "--pod-ready"
 		if podReady == 0 {
 			t, src = measureTiming(in.Pods, events)
@@ -212,6 +215,10 @@ func writeForecast(out io.Writer, sts *appsv1.StatefulSet, o forecastOutput, fc 
 	}
 	if o.WaitsForLock != "" {
 		w.printf("It waits for %s: the times above start once it takes the lock (the forecast assumes it gets it now).\n", o.WaitsForLock)
+	}
+	if len(o.HealthGates) > 0 {
+		w.printf("Health gate: each step of %s waits health-stable-seconds after the one before; the forecast assumes the query holds from now on.\n",
+			strings.Join(o.HealthGates, ", "))
 	}
 	w.printf("%s\n", forecastNote)
 	return w.err

@@ -35,8 +35,10 @@ import (
 
 	"github.com/stsroller/stsroller/dnsgate"
 	"github.com/stsroller/stsroller/dnsprobe"
+	"github.com/stsroller/stsroller/healthgate"
 	"github.com/stsroller/stsroller/informers"
 	"github.com/stsroller/stsroller/metrics"
+	"github.com/stsroller/stsroller/policy"
 	"github.com/stsroller/stsroller/rollout"
 )
 
@@ -68,6 +70,9 @@ type options struct {
 	lockNamespace  string
 	lockTTL        time.Duration
 	clusterName    string
+	prometheusURL  string
+	healthInterval time.Duration
+	healthTimeout  time.Duration
 }
 
 func main() {
@@ -117,7 +122,21 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.lockNamespace, "lock-namespace", "", "Namespace of the rollout locks' Leases. Empty: stsroller's own namespace (as for --leader-elect-namespace).")
 	fs.DurationVar(&o.lockTTL, "lock-ttl", rollout.DefaultLockTTL, "How long a rollout lock whose holder stops renewing it lasts before another may take it over.")
 	fs.StringVar(&o.clusterName, "cluster-name", "", "This cluster's name in rollout lock holder identities (<cluster-name>/<namespace>/<statefulset>); required with --lock-kubeconfig. Empty: \"local\".")
+	fs.StringVar(&o.prometheusURL, "prometheus-url", "", "Prometheus server of the health gate (stsroller.io/health-query), e.g. http://prometheus.monitoring:9090; a StatefulSet's stsroller.io/health-prometheus-url wins. Empty: only StatefulSets that name one can use the gate.")
+	fs.DurationVar(&o.healthInterval, "health-interval", healthgate.DefaultInterval, "How often each StatefulSet's health query is evaluated.")
+	fs.DurationVar(&o.healthTimeout, "health-timeout", healthgate.DefaultTimeout, "Timeout of one health query evaluation; one that times out holds the gate closed.")
 	return o
+}
+
+// checkHealthFlags validates the health gate's flags.
+func checkHealthFlags(o *options) error {
+	if o.prometheusURL != "" && !policy.ValidPrometheusURL(o.prometheusURL) {
+		return fmt.Errorf("--prometheus-url: %q is not an absolute http or https URL", o.prometheusURL)
+	}
+	if o.healthInterval < time.Second || o.healthTimeout <= 0 {
+		return fmt.Errorf("--health-interval must be at least 1s and --health-timeout above 0 (got %s, %s)", o.healthInterval, o.healthTimeout)
+	}
+	return nil
 }
 
 // lockOptions builds the rollout locks' options from the flags.
@@ -215,6 +234,9 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	if err := checkHealthFlags(o); err != nil {
+		return err
+	}
 	m.RegisterWorkqueueProvider()
 
 	var ready atomic.Bool
@@ -249,7 +271,10 @@ func runController(ctx context.Context, o *options, client, eventClient kubernet
 		Concurrency: o.dnsConcurrency, CheckTimeout: o.dnsCheck, Recheck: o.dnsRecheck, Rounds: o.dnsRounds,
 		Metrics: m,
 	})
-	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Metrics: m, PodFactory: podFactory, Locks: locks})
+	health := healthgate.New(ctx, func(k cache.ObjectName) { c.Enqueue(k) }, healthgate.Options{
+		DefaultURL: o.prometheusURL, Interval: o.healthInterval, Timeout: o.healthTimeout, OnEvaluation: m.ObserveHealthEvaluation,
+	})
+	c, err := rollout.New(ctx, client, factory, rollout.Options{Recorder: recorder, Gate: gate, Health: health, Metrics: m, PodFactory: podFactory, Locks: locks})
 	if err != nil {
 		return err
 	}
@@ -271,6 +296,7 @@ func runController(ctx context.Context, o *options, client, eventClient kubernet
 	}()
 	err = c.Run(ctx, o.workers)
 	gate.Wait()
+	health.Wait()
 	return err
 }
 

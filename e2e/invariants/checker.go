@@ -579,12 +579,12 @@ func (c *Checker) stallsLocked(now time.Time) {
 // replicas there, Running, Ready and not asked to drain, no other pod of the
 // set terminating; more outdated pods than the partition keeps; each budget
 // over its pods observed and allowing a disruption (and no pod under two).
-// Rollout groups, the DNS gate and minReadySeconds, which the checker does
-// not model, never count as could-act.
+// Rollout groups, the DNS gate, minReadySeconds, rollout locks and the
+// health gate, which the checker does not model, never count as could-act.
 func (c *Checker) couldActLocked(st *setState) string {
 	s := st.last()
 	if s.deleting || !s.cfg.enabled || !s.cfg.onDelete || s.cfg.invalid != "" || s.cfg.paused || !s.observed ||
-		s.updateRevision == "" || s.cfg.group != "" || s.cfg.dnsGate || s.minReady > 0 || s.replicas == 0 {
+		s.updateRevision == "" || s.cfg.group != "" || s.cfg.dnsGate || s.cfg.waitsElsewhere || s.minReady > 0 || s.replicas == 0 {
 		return ""
 	}
 	var pods []*corev1.Pod

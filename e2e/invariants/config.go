@@ -26,6 +26,8 @@ const (
 	AnnotationRolloutGroupOrder = "stsroller.io/rollout-group-order"
 	AnnotationDrainTimeout      = "stsroller.io/drain-timeout-seconds"
 	AnnotationStatus            = "stsroller.io/status"
+	AnnotationRolloutLock       = "stsroller.io/rollout-lock"
+	AnnotationHealthQuery       = "stsroller.io/health-query"
 
 	AnnotationDrainRequested = "stsroller.io/drain-requested"
 	AnnotationDrainRevision  = "stsroller.io/drain-revision"
@@ -51,6 +53,9 @@ type config struct {
 	drainTimeout   time.Duration // 0: no handshake
 	group          string        // stsroller.io/rollout-group, trimmed; "" if none
 	dnsGate        bool          // stsroller.io/dns-domain is set
+	// waitsElsewhere: a rollout lock or a health query is set, whose state
+	// (a Lease in another cluster, Prometheus) the checker does not see.
+	waitsElsewhere bool
 }
 
 // parseConfig reads a StatefulSet's stsroller.io/ annotations by the table of
@@ -107,6 +112,9 @@ func parseConfig(s *appsv1.StatefulSet) config {
 		c.leader = labels.Nothing()
 		bad(AnnotationLeaderSelector)
 	}
+	_, lock := a[AnnotationRolloutLock]
+	_, health := a[AnnotationHealthQuery]
+	c.waitsElsewhere = lock || health
 	if v, ok := a[AnnotationDNSDomain]; ok {
 		c.dnsGate = true
 		d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "."))
