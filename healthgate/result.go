@@ -7,10 +7,11 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+
+	"github.com/stsroller/stsroller/policy"
 )
 
 // Bounds of the texts the gate hands the planner.
@@ -68,7 +69,7 @@ func judgeVector(vec model.Vector) outcome {
 	var bad *model.Sample // the first failing sample in label order
 	for _, s := range vec {
 		if s.Histogram != nil {
-			return outcome{err: truncate(fmt.Sprintf("the sample %s is a native histogram, want a number", s.Metric), maxErr)}
+			return outcome{err: policy.Truncate(fmt.Sprintf("the sample %s is a native histogram, want a number", s.Metric), maxErr)}
 		}
 		if !nonZero(s.Value) && (bad == nil || s.Metric.Before(bad.Metric)) {
 			bad = s
@@ -109,7 +110,7 @@ func renderVector(vec model.Vector, bad *model.Sample) string {
 	if bad != nil {
 		fmt.Fprintf(&b, "; %s at %s", number(bad.Value), bad.Metric)
 	}
-	return truncate(b.String(), maxValue)
+	return policy.Truncate(b.String(), maxValue)
 }
 
 // number renders a sample value: integers in full, others to six digits.
@@ -140,7 +141,7 @@ func errText(err error) string {
 			msg += ": " + d
 		}
 	}
-	return truncate(oneLine(msg), maxErr)
+	return policy.Truncate(oneLine(msg), maxErr)
 }
 
 // detail is the error message in a response body: Prometheus's JSON error
@@ -158,17 +159,4 @@ func detail(body string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const mark = "…"
-	cut := n - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
 }

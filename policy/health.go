@@ -180,10 +180,10 @@ func healthGuard(in Input, c *census) *guard {
 		return &guard{PhaseRolling, ReasonWaitingForHealth, fmt.Sprintf("waiting for the health query %s to be evaluated", quoteQuery(in))}
 	case HealthError:
 		return &guard{PhaseBlocked, ReasonHealthGateError, fmt.Sprintf(
-			"the health query %s cannot be evaluated, so the gate stays closed: %s", quoteQuery(in), truncate(h.Err, maxItem))}
+			"the health query %s cannot be evaluated, so the gate stays closed: %s", quoteQuery(in), Truncate(h.Err, maxItem))}
 	case HealthClosed:
 		return &guard{PhaseRolling, ReasonWaitingForHealth, fmt.Sprintf(
-			"waiting for health: %s does not hold (last value: %s) since %s", quoteQuery(in), truncate(h.Value, maxItem),
+			"waiting for health: %s does not hold (last value: %s) since %s", quoteQuery(in), Truncate(h.Value, maxItem),
 			h.UnhealthySince.UTC().Format(time.RFC3339))}
 	}
 	if c.requeue == 0 || left < c.requeue {
@@ -192,10 +192,10 @@ func healthGuard(in Input, c *census) *guard {
 	// The message names the time, not the time left (see finish).
 	return &guard{PhaseRolling, ReasonWaitingForHealth, fmt.Sprintf(
 		"waiting for health: %s holds (last value: %s); the gate opens at %s, once it has held for %s (health-stable-seconds)",
-		quoteQuery(in), truncate(h.Value, maxItem), in.Now.Add(left).UTC().Format(time.RFC3339), in.Config.HealthStable)}
+		quoteQuery(in), Truncate(h.Value, maxItem), in.Now.Add(left).UTC().Format(time.RFC3339), in.Config.HealthStable)}
 }
 
-func quoteQuery(in Input) string { return strconv.Quote(truncate(in.Config.HealthQuery, maxItem)) }
+func quoteQuery(in Input) string { return strconv.Quote(Truncate(in.Config.HealthQuery, maxItem)) }
 
 // healthStatus is the gate's part of the status; nil with the gate off.
 func healthStatus(in Input, rolling bool) *HealthGateStatus {
@@ -214,9 +214,9 @@ func healthStatus(in Input, rolling bool) *HealthGateStatus {
 		s.Since = &t
 	}
 	if rolling {
-		s.Value = truncate(h.Value, maxWhy)
+		s.Value = Truncate(h.Value, maxWhy)
 	}
-	s.Error = truncate(h.Err, maxItem)
+	s.Error = Truncate(h.Err, maxItem)
 	return s
 }
 

@@ -433,7 +433,7 @@ func listSome(items []string, total int, sep string) string {
 	}
 	cut := make([]string, len(items))
 	for i, it := range items {
-		cut[i] = truncate(it, maxItem)
+		cut[i] = Truncate(it, maxItem)
 	}
 	s := strings.Join(cut, sep)
 	if more := total - len(items); more > 0 {

@@ -132,17 +132,18 @@ const (
 
 // bound cuts the status's texts to their bounds.
 func (s *Status) bound() {
-	s.Message = truncate(s.Message, maxMessage)
+	s.Message = Truncate(s.Message, maxMessage)
 	for n, why := range s.WaitingForDNS {
-		s.WaitingForDNS[n] = truncate(why, maxWhy)
+		s.WaitingForDNS[n] = Truncate(why, maxWhy)
 	}
 	for n, at := range s.WaitingForDrain {
-		s.WaitingForDrain[n] = truncate(at, maxWhy)
+		s.WaitingForDrain[n] = Truncate(at, maxWhy)
 	}
 }
 
-// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, on a rune boundary, marking the cut:
+// what the status and messages keep of a long text.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
