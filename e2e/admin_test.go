@@ -50,18 +50,11 @@ func applyDeployRBAC(t testing.TB, client kubernetes.Interface) []runtime.Object
 		}
 		ctx := context.Background()
 		for _, o := range deployObjs {
-			var err error
-			switch o := o.(type) {
-			case *corev1.Namespace:
-				_, err = client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
-			case *corev1.ServiceAccount:
-				_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-			case *rbacv1.ClusterRole:
-				_, err = client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
-			case *rbacv1.ClusterRoleBinding:
-				_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			switch o.(type) {
+			case *rbacv1.Role, *rbacv1.RoleBinding:
+				continue // leaderElectionRBAC copies them into a test's namespace
 			}
-			if err != nil && !apierrors.IsAlreadyExists(err) {
+			if _, err := createObject(ctx, client, o); err != nil {
 				deployErr = err
 				return
 			}
@@ -71,6 +64,32 @@ func applyDeployRBAC(t testing.TB, client kubernetes.Interface) []runtime.Object
 		t.Fatalf("applying deploy/: %v", deployErr)
 	}
 	return deployObjs
+}
+
+// createObject creates a namespace, ServiceAccount or RBAC object of deploy/
+// (or deploy/coordination); one that exists already is no error. ok is false
+// for the kinds it does not create.
+func createObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) (ok bool, err error) {
+	switch o := o.(type) {
+	case *corev1.Namespace:
+		_, err = c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+	case *corev1.ServiceAccount:
+		_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.ClusterRole:
+		_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.ClusterRoleBinding:
+		_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.Role:
+		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.RoleBinding:
+		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	default:
+		return false, nil
+	}
+	if apierrors.IsAlreadyExists(err) {
+		err = nil
+	}
+	return true, err
 }
 
 // leaderElectionRBAC copies deploy/'s leader-election Role and RoleBinding into

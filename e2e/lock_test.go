@@ -14,10 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/stsroller/stsroller/deploy"
@@ -96,8 +93,9 @@ func newLockRegions(t *testing.T, n int32, maxUnavailable string, args ...string
 		t.Fatal(err)
 	}
 	for _, o := range objs {
-		if err := createObject(t.Context(), client1, o); err != nil {
-			t.Fatal(err)
+		// The Namespace exists already: the test's own.
+		if ok, err := createObject(t.Context(), client1, o); err != nil || !ok {
+			t.Fatalf("deploy/coordination's %T: %v", o, err)
 		}
 	}
 	l.coordKC = tokenKubeconfig(t, client1, l.lockNS, deploy.LockServiceAccount)
@@ -113,27 +111,6 @@ func newLockRegions(t *testing.T, n int32, maxUnavailable string, args ...string
 		l.r[i].controller = l.ctl[i]
 	}
 	return l
-}
-
-// createObject creates one of deploy/coordination's objects; the Namespace
-// exists already (the test's own).
-func createObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) error {
-	var err error
-	switch o := o.(type) {
-	case *corev1.Namespace:
-	case *corev1.ServiceAccount:
-		_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-	case *rbacv1.Role:
-		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-	case *rbacv1.RoleBinding:
-		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-	default:
-		err = fmt.Errorf("deploy/coordination: unexpected %T", o)
-	}
-	if apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	return err
 }
 
 // regionState is what a poll of one region saw: pods at the old revision,
