@@ -126,27 +126,15 @@ func Coordination(namespace string) ([]runtime.Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := "/stsroller/deploy/coordination"
+	var overlay *types.Kustomization
 	if namespace != "" {
-		k := types.Kustomization{
+		overlay = &types.Kustomization{
 			TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
 			Resources: []string{"../deploy/coordination"},
 			Namespace: namespace,
 		}
-		b, err := yaml.Marshal(k)
-		if err != nil {
-			return nil, err
-		}
-		dir = "/stsroller/coordination"
-		if err := mem.WriteFile(path.Join(dir, "kustomization.yaml"), b); err != nil {
-			return nil, err
-		}
 	}
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, dir)
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build: %w", err)
-	}
-	b, err := res.AsYaml()
+	b, err := build(mem, "deploy/coordination", overlay)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +156,6 @@ func BuildWith(opts Options) ([]byte, error) {
 	case opts.RolloutLock:
 		base = "deploy/overlays/rollout-lock"
 	}
-	dir := path.Join("/stsroller", base)
 	if opts.Image != "" || opts.Namespace != "" || len(opts.Args) > 0 {
 		// An overlay of our own, as a user would write it.
 		k := types.Kustomization{
@@ -210,16 +197,27 @@ func BuildWith(opts Options) ([]byte, error) {
 			k.Patches = append(k.Patches, types.Patch{Patch: string(patch),
 				Target: &types.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: "apps", Version: "v1", Kind: "Deployment"}, Name: "stsroller"}}})
 		}
-		b, err := yaml.Marshal(k)
+		return build(mem, base, &k)
+	}
+	return build(mem, base, nil)
+}
+
+// build runs kustomize on the embedded directory dir, or, when overlay is
+// set, on that kustomization written beside it (its resources name dir as
+// "../<dir>"), as a user's overlay would be.
+func build(mem filesys.FileSystem, dir string, overlay *types.Kustomization) ([]byte, error) {
+	root := path.Join("/stsroller", dir)
+	if overlay != nil {
+		b, err := yaml.Marshal(overlay)
 		if err != nil {
 			return nil, err
 		}
-		dir = "/stsroller/options"
-		if err := mem.WriteFile(path.Join(dir, "kustomization.yaml"), b); err != nil {
+		root = "/stsroller/overlay"
+		if err := mem.WriteFile(path.Join(root, "kustomization.yaml"), b); err != nil {
 			return nil, err
 		}
 	}
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, dir)
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, root)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build: %w", err)
 	}
