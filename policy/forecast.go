@@ -347,6 +347,11 @@ func RunForecast(fi ForecastInput) Forecast {
 			}
 			for _, d := range ps[i].Deletions {
 				step.Pods = append(step.Pods, ForecastPod{d.Pod.Name, d.Method, d.Message})
+				if d.Why != RemovalUnhealthy && m.in.Config.HealthQuery != "" {
+					// A step of healthy pods (asked or evicted): the gate
+					// waits stable-seconds after it.
+					m.in.Health.LastStep = t
+				}
 				o, _ := Ordinal(m.in.StatefulSet, d.Pod)
 				fp := m.pods[o]
 				fp.pod = fp.pod.DeepCopy()
@@ -363,13 +368,7 @@ func RunForecast(fi ForecastInput) Forecast {
 					if at, ok := m.answerAfter(t); ok {
 						fp.answerAt = at
 					}
-					if m.in.Config.HealthQuery != "" {
-						m.in.Health.LastStep = t
-					}
 					continue
-				}
-				if d.Why != RemovalUnhealthy && m.in.Config.HealthQuery != "" {
-					m.in.Health.LastStep = t
 				}
 				fp.pod.DeletionTimestamp = ptrTime(t)
 				setReady(fp.pod, false, t) // its containers get SIGTERM
