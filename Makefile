@@ -5,10 +5,11 @@
 #   make test-e2e    e2e tests only; builds the control plane first (cached)
 #   make soak        the fault suite's long variants and every policy fuzz target, then a table
 #   make bench-e2e   100-pod rollout, built-in vs stsroller, side by side
-#   make bench       every rollout mode side by side with the built-in controller, on one
-#                    local cluster: writes bench/results/<stamp>.md, .json and .png (~30 min)
-#   make bench-scale the footprint at scale alone (1,000 StatefulSets, 20k other pods)
-#   make bench-smoke the same harness at tiny sizes: checks it writes its table, JSON and plot
+#   make bench       every rollout mode side by side with the built-in controller, 3 runs
+#                    each (the long ones once), on one local cluster: writes
+#                    bench/results/<stamp>.md, .json, .png and -bars.png (~40 min on 2 cores)
+#   make bench-scale the footprint at scale alone (10,000 StatefulSet pods, one of 5,000, 20k other pods)
+#   make bench-smoke the same harness at tiny sizes: checks it writes its tables, JSON and plots
 #   make tools       build kube-apiserver & co., etcd, kwok, external-dns and helm into ~/.cache/stsroller
 #   make build       bin/stsroller and bin/kubectl-stsroller
 #   make image       the controller image (needs Docker): IMG=registry/stsroller:tag
@@ -60,11 +61,12 @@ demo: tools-cluster
 bench-e2e: tools-cluster
 	KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir) $(GO) test -tags e2e -count=1 -run '^$$' -bench Rollout100 -benchtime 1x -timeout 60m ./e2e/
 
-# make bench: STSROLLER_BENCH_CAP (default 3m, or 3x a mode's ideal) bounds a
-# stuck mode, STSROLLER_BENCH_SCALE=1 adds the footprint at scale (make
-# bench-scale alone: ~35k pods take long to create on 2 cores),
-# STSROLLER_BENCH_ONLY (a regexp on the mode names) runs a subset; see
-# e2e/bench_test.go.
+# make bench: STSROLLER_BENCH_RUNS (default 3) and STSROLLER_BENCH_LONG_RUNS
+# (default 1, for the modes over ~30 s) set the runs of each mode,
+# STSROLLER_BENCH_CAP (default 3m, or 3x a mode's ideal) bounds a stuck mode,
+# STSROLLER_BENCH_SCALE=1 adds the footprint at scale (make bench-scale alone:
+# ~30k pods take long to create on 2 cores), STSROLLER_BENCH_ONLY (a regexp on
+# the mode names) runs a subset; see e2e/bench_test.go and bench/README.md.
 BENCH_ENV = KUBECONFIG= STSROLLER_BIN_DIR=$$(hack/tools.sh bindir)
 BENCH_TEST = $(GO) test -tags e2e -count=1 -run '^TestBench$$' -v
 

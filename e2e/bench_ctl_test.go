@@ -19,13 +19,17 @@ import (
 )
 
 // benchController is one stsroller process of the benchmark, talking to the
-// cluster through an apiCounter, with /metrics and /readyz on loopback.
+// API server directly with the admin's kubeconfig, with /metrics and /readyz
+// on loopback. Its API requests are read from its own
+// stsroller_api_requests_total, nothing stands between it and the cluster.
 type benchController struct {
 	t           testing.TB
 	proc        *proc.Process
-	api         *apiCounter
 	metricsAddr string
 	log         *lockedFile
+	// synced is a scrape of /metrics as soon as it was ready (its informers
+	// synced): the requests of its start, and where LISTs become one too many.
+	synced promText
 }
 
 type lockedFile struct {
@@ -40,24 +44,15 @@ func (l *lockedFile) Write(p []byte) (int, error) {
 }
 
 // startBenchController starts stsroller scoped to namespace ("" for all) and
-// waits until it is ready (its informers have synced), then marks the
-// counter: from here on, a LIST is one too many.
+// waits until it is ready (its informers have synced), then scrapes its
+// /metrics: from here on, a LIST is one too many.
 func startBenchController(t testing.TB, namespace string, extra ...string) *benchController {
 	t.Helper()
-	cfg, err := framework.Config()
-	if err != nil {
-		t.Fatal(err)
+	kc := os.Getenv("KUBECONFIG")
+	if kc == "" {
+		t.Fatal("KUBECONFIG is not set: the bench needs the local cluster of TestMain or a kubeconfig")
 	}
-	api, err := startAPICounter(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.close)
 	dir := t.TempDir()
-	kc, err := api.kubeconfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	maddr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +87,7 @@ func startBenchController(t testing.TB, namespace string, extra ...string) *benc
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &benchController{t: t, proc: p, api: api, metricsAddr: maddr, log: lf}
+	c := &benchController{t: t, proc: p, metricsAddr: maddr, log: lf}
 	t.Cleanup(func() {
 		_ = p.Stop(10 * time.Second)
 		<-p.Done()
@@ -119,7 +114,7 @@ func startBenchController(t testing.TB, namespace string, extra ...string) *benc
 	if err != nil {
 		t.Fatal(err)
 	}
-	api.mark()
+	c.synced = c.metrics(t.Context())
 	return c
 }
 
@@ -150,10 +145,17 @@ func (c *benchController) metrics(ctx context.Context) promText {
 	return m
 }
 
-// requests returns the API requests so far as "verb resource" → count, in a
-// stable order, and the LISTs since the informers synced.
-func (c *benchController) requests() (map[string]int, map[string]int) {
-	return c.api.snapshot()
+// listsAfterSync returns the LISTs ("list resource" → count) from the
+// informers' sync to the scrape now: each is a relist, one too many.
+func (c *benchController) listsAfterSync(now promText) map[string]int {
+	all, _ := stsrollerRequests(c.synced, now)
+	out := map[string]int{}
+	for k, v := range all {
+		if strings.HasPrefix(k, "list ") {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // syncs returns the sync count and p50/p99 (seconds) of syncs between two
@@ -165,12 +167,4 @@ func syncStats(before, after promText) (n, p50, p99 float64) {
 		n = c[len(c)-1]
 	}
 	return n, quantile(0.5, b, c), quantile(0.99, b, c)
-}
-
-func joinCounts(m map[string]int) string {
-	var parts []string
-	for k, v := range m {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
-	}
-	return strings.Join(parts, ", ")
 }

@@ -3,18 +3,23 @@
 package e2e
 
 // The footprint at scale (STSROLLER_BENCH_SCALE=1, or make bench-scale): in
-// one namespace, many small StatefulSets with a PodDisruptionBudget each, a
-// few of growing size up to a big one, and pods that belong to no
-// StatefulSet, with stsroller watching all namespaces. It reports stsroller's
-// RSS and CPU idle and during concurrent rollouts, its API requests by verb
-// and resource (through the counting proxy), LISTs after its informers
-// synced, the sync duration against the StatefulSet's size, and how many
-// syncs one PDB change causes.
+// one namespace, many small StatefulSets, a few of growing size up to a big
+// one, and pods that belong to no StatefulSet, with stsroller watching all
+// namespaces. By default 10,000 pods in opted-in StatefulSets (390 × 10, one
+// of 100, one of 1,000 and one of 5,000) and 20,000 other pods. It reports
+// stsroller's RSS and CPU idle and during concurrent rollouts, its API
+// requests by verb and resource (from its own stsroller_api_requests_total),
+// LISTs after its informers synced, the sync duration against the
+// StatefulSet's size (the histogram stsroller_sync_duration_seconds over
+// syncs caused by touching each StatefulSet), and what one PDB status change
+// costs (syncs and CPU), for a PDB over one StatefulSet and one over several:
+// it must grow with the StatefulSets the PDB selects, not with all of them.
 //
-// Sizes: STSROLLER_BENCH_SCALE_SETS (default 1000) StatefulSets of
+// Sizes: STSROLLER_BENCH_SCALE_SETS (default 390) StatefulSets of
 // STSROLLER_BENCH_SCALE_PODS (10) pods, STSROLLER_BENCH_SCALE_BIG (5000) for
 // the biggest, STSROLLER_BENCH_SCALE_EXTRA (20000) pods of no StatefulSet,
-// STSROLLER_BENCH_SCALE_ROLL (50) rollouts at once.
+// STSROLLER_BENCH_SCALE_ROLL (50) rollouts at once,
+// STSROLLER_BENCH_SCALE_GROUP (10) small StatefulSets under one PDB.
 
 import (
 	"context"
@@ -29,14 +34,21 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/stsroller/stsroller/e2e/framework"
 )
+
+// groupLabel puts the pods of several small StatefulSets under one PDB.
+const groupLabel = "bench.stsroller.io/group"
 
 // ScaleReport is the footprint at scale.
 type ScaleReport struct {
@@ -46,21 +58,25 @@ type ScaleReport struct {
 	ExtraPods      int     `json:"pods_of_no_statefulset"`
 	StatefulSetPod int     `json:"statefulset_pods"`
 	Rollouts       int     `json:"concurrent_rollouts"`
+	Group          int     `json:"statefulsets_under_one_pdb"`
 	SetupSeconds   float64 `json:"setup_seconds"`
 
-	IdleRSSMiB      float64 `json:"idle_rss_mib"`
-	IdleCPUPerMin   float64 `json:"idle_cpu_seconds_per_minute"`
-	IdleSeconds     float64 `json:"idle_seconds"`
-	RolloutSeconds  float64 `json:"rollout_seconds"`
-	RolloutDone     bool    `json:"rollout_completed"`
-	RolloutCPU      float64 `json:"rollout_cpu_seconds"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"`
-	RolloutSyncs    float64 `json:"rollout_syncs"`
-	RolloutSyncP50  float64 `json:"rollout_sync_p50_ms"`
-	RolloutSyncP99  float64 `json:"rollout_sync_p99_ms"`
-	SyncsPerPDBEdit float64 `json:"syncs_per_pdb_change"`
+	SyncedRSSMiB   float64 `json:"synced_rss_mib"`
+	IdleRSSMiB     float64 `json:"idle_rss_mib"`
+	IdleCPUPerMin  float64 `json:"idle_cpu_seconds_per_minute"`
+	IdleSeconds    float64 `json:"idle_seconds"`
+	RolloutSeconds float64 `json:"rollout_seconds"`
+	RolloutDone    bool    `json:"rollout_completed"`
+	RolloutCPU     float64 `json:"rollout_cpu_seconds"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	RolloutSyncs   float64 `json:"rollout_syncs"`
+	RolloutSyncP50 float64 `json:"rollout_sync_p50_ms"`
+	RolloutSyncP99 float64 `json:"rollout_sync_p99_ms"`
 
-	SyncBySize     []SizeSync     `json:"sync_by_size"`
+	SyncBySize []SizeSync `json:"sync_by_size"`
+	// PDBEvents is what one PDB status change costs, for a PDB over one
+	// StatefulSet and for one over Group of them.
+	PDBEvents      []PDBEventCost `json:"pdb_events"`
 	StartRequests  map[string]int `json:"api_requests_until_synced"`
 	IdleRequests   map[string]int `json:"api_requests_idle"`
 	RollRequests   map[string]int `json:"api_requests_rollouts"`
@@ -69,12 +85,27 @@ type ScaleReport struct {
 }
 
 // SizeSync is the sync duration of a StatefulSet of Pods pods, from the
-// histogram over Syncs syncs caused by touching it.
+// histogram over Syncs syncs caused by touching it (Mean from its sum).
 type SizeSync struct {
 	Pods  int     `json:"pods"`
 	Syncs float64 `json:"syncs"`
 	P50   float64 `json:"p50_ms"`
 	P99   float64 `json:"p99_ms"`
+	Mean  float64 `json:"mean_ms"`
+}
+
+// PDBEventCost is what the status changes of one PDB selecting Selects
+// StatefulSets cost stsroller: Events status updates seen by a watch of the
+// PDB (the test's write and the disruption controller's answer), Syncs
+// syncs, and CPUMs CPU milliseconds above the idle rate (at /proc's 10 ms
+// resolution), all per event.
+type PDBEventCost struct {
+	PDB            string  `json:"pdb"`
+	Selects        int     `json:"statefulsets_selected"`
+	Events         int     `json:"events"`
+	SyncsPerEvent  float64 `json:"syncs_per_event"`
+	CPUMsPerEvent  float64 `json:"cpu_ms_per_event"`
+	RequestsPerEvt float64 `json:"api_requests_per_event"`
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -92,13 +123,14 @@ func envInt(t *testing.T, name string, def int) int {
 func runBenchScale(t *testing.T, cfg benchConfig, client kubernetes.Interface) *ScaleReport {
 	ctx := t.Context()
 	rep := &ScaleReport{
-		Sets: envInt(t, "STSROLLER_BENCH_SCALE_SETS", 1000), PodsPerSet: envInt(t, "STSROLLER_BENCH_SCALE_PODS", 10),
+		Sets: envInt(t, "STSROLLER_BENCH_SCALE_SETS", 390), PodsPerSet: envInt(t, "STSROLLER_BENCH_SCALE_PODS", 10),
 		Big: envInt(t, "STSROLLER_BENCH_SCALE_BIG", 5000), ExtraPods: envInt(t, "STSROLLER_BENCH_SCALE_EXTRA", 20000),
-		Rollouts: envInt(t, "STSROLLER_BENCH_SCALE_ROLL", 50),
+		Rollouts: envInt(t, "STSROLLER_BENCH_SCALE_ROLL", 50), Group: envInt(t, "STSROLLER_BENCH_SCALE_GROUP", 10),
 	}
 	if cfg.smoke {
-		rep.Sets, rep.PodsPerSet, rep.Big, rep.ExtraPods, rep.Rollouts = 4, 2, 12, 30, 2
+		rep.Sets, rep.PodsPerSet, rep.Big, rep.ExtraPods, rep.Rollouts, rep.Group = 4, 2, 12, 30, 2, 2
 	}
+	rep.Group = max(0, min(rep.Group, rep.Sets/2))
 	sizes := []int{rep.PodsPerSet}
 	for _, n := range []int{100, 1000} {
 		if n < rep.Big && n > rep.PodsPerSet {
@@ -124,22 +156,41 @@ func runBenchScale(t *testing.T, cfg benchConfig, client kubernetes.Interface) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := framework.Namespace(ctx, t, client)
+	ns := benchNamespace(ctx, t, client)
 	defer drainNamespace(t, client, ns)
 	createExtraPods(t, fast, ns, rep.ExtraPods)
 	t.Logf("scale: %d pods of no StatefulSet created after %s", rep.ExtraPods, time.Since(began).Round(time.Second))
 
+	// The last Group small StatefulSets share one PDB (their pods carry
+	// groupLabel); every other small one has a PDB of its own.
+	grouped := func(i int) bool { return i >= rep.Sets-rep.Group }
 	spec := benchSpec{group: "scale", n: rep.PodsPerSet, sets: 1, b: 1}
 	var failed atomic.Int32
 	parallel(rep.Sets, 16, func(i int) {
 		name := fmt.Sprintf("s-%04d", i)
-		if _, err := fast.AppsV1().StatefulSets(ns).Create(ctx, benchStatefulSet(cfg, name, spec, false), metav1.CreateOptions{}); err != nil {
+		sts := benchStatefulSet(cfg, name, spec, false)
+		if grouped(i) {
+			sts.Spec.Template.Labels[groupLabel] = "g"
+		}
+		if _, err := fast.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
 			t.Errorf("creating %s: %v", name, err)
 			failed.Add(1)
 			return
 		}
-		createBenchPDB(t, fast, ns, name, 1)
+		if !grouped(i) {
+			createBenchPDB(t, fast, ns, name, 1)
+		}
 	})
+	if rep.Group > 0 {
+		mu := intstr.FromInt32(1)
+		if _, err := fast.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "group"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &mu,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{groupLabel: "g"}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range sizes[1:] {
 		s := spec
 		s.n, s.b = n, 10
@@ -172,21 +223,21 @@ func runBenchScale(t *testing.T, cfg benchConfig, client kubernetes.Interface) *
 
 	// stsroller over all namespaces.
 	ctl := startBenchController(t, "")
-	rep.StartRequests, _ = ctl.requests()
+	rep.StartRequests, _ = stsrollerRequests(promText{}, ctl.synced)
+	rep.SyncedRSSMiB = ctl.rss()
 	// Let the first plans of every StatefulSet pass, then measure idle.
 	settle(ctx, ctl, 5*time.Second, 2*time.Minute)
 	idle := 30 * time.Second
 	if cfg.smoke {
 		idle = 3 * time.Second
 	}
-	req0, _ := ctl.requests()
+	m0 := ctl.metrics(ctx)
 	cpu0 := ctl.cpu()
 	time.Sleep(idle)
 	rep.IdleSeconds = idle.Seconds()
 	rep.IdleCPUPerMin = (ctl.cpu() - cpu0) * 60 / idle.Seconds()
 	rep.IdleRSSMiB = ctl.rss()
-	req1, _ := ctl.requests()
-	rep.IdleRequests = diffCounts(req1, req0)
+	rep.IdleRequests, _ = stsrollerRequests(m0, ctl.metrics(ctx))
 
 	// Sync duration against size: touch each StatefulSet's annotations and
 	// read the histogram's growth.
@@ -208,24 +259,26 @@ func runBenchScale(t *testing.T, cfg benchConfig, client kubernetes.Interface) *
 			time.Sleep(100 * time.Millisecond)
 		}
 		settle(ctx, ctl, 2*time.Second, time.Minute)
-		syncs, p50, p99 := syncStats(m0, ctl.metrics(ctx))
-		rep.SyncBySize = append(rep.SyncBySize, SizeSync{Pods: n, Syncs: syncs, P50: nanZero(p50 * 1000), P99: nanZero(p99 * 1000)})
+		m1 := ctl.metrics(ctx)
+		syncs, p50, p99 := syncStats(m0, m1)
+		z := SizeSync{Pods: n, Syncs: syncs, P50: nanZero(p50 * 1000), P99: nanZero(p99 * 1000)}
+		if syncs > 0 {
+			z.Mean = (m1["stsroller_sync_duration_seconds_sum"] - m0["stsroller_sync_duration_seconds_sum"]) * 1000 / syncs
+		}
+		rep.SyncBySize = append(rep.SyncBySize, z)
 	}
-	// One PDB change: how many syncs follow.
-	m0 := ctl.metrics(ctx)
-	if _, err := client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "s-0000", types.MergePatchType,
-		[]byte(`{"metadata":{"annotations":{"bench.stsroller.io/touch":"1"}}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
+	// One PDB status change: what it costs, over one StatefulSet and over
+	// a group of them.
+	rep.PDBEvents = append(rep.PDBEvents, pdbEventCost(t, client, ctl, ns, "s-0000", 1, rep.IdleCPUPerMin))
+	if rep.Group > 0 {
+		rep.PDBEvents = append(rep.PDBEvents, pdbEventCost(t, client, ctl, ns, "group", rep.Group, rep.IdleCPUPerMin))
 	}
-	settle(ctx, ctl, 3*time.Second, 2*time.Minute)
-	rep.SyncsPerPDBEdit, _, _ = syncStats(m0, ctl.metrics(ctx))
 
-	// Concurrent rollouts of small StatefulSets.
-	req2, _ := ctl.requests()
+	// Concurrent rollouts of small StatefulSets (each with a PDB of its own).
 	m0 = ctl.metrics(ctx)
 	cpu0 = ctl.cpu()
 	start := time.Now()
-	roll := min(rep.Rollouts, rep.Sets)
+	roll := min(rep.Rollouts, rep.Sets-rep.Group)
 	parallel(roll, 16, func(i int) {
 		patch := `{"spec":{"template":{"spec":{"containers":[{"name":"db","env":[{"name":"VERSION","value":"2"}]}]}}}}`
 		if _, err := client.AppsV1().StatefulSets(ns).Patch(ctx, fmt.Sprintf("s-%04d", i), types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
@@ -265,14 +318,58 @@ func runBenchScale(t *testing.T, cfg benchConfig, client kubernetes.Interface) *
 	rep.RolloutSeconds = time.Since(start).Seconds()
 	close(stop)
 	wg.Wait()
+	rep.Rollouts = roll
 	rep.PeakRSSMiB = max(peak, rep.IdleRSSMiB)
 	rep.RolloutCPU = ctl.cpu() - cpu0
-	rep.RolloutSyncs, rep.RolloutSyncP50, rep.RolloutSyncP99 = syncStats(m0, ctl.metrics(ctx))
+	m1 := ctl.metrics(ctx)
+	rep.RolloutSyncs, rep.RolloutSyncP50, rep.RolloutSyncP99 = syncStats(m0, m1)
 	rep.RolloutSyncP50, rep.RolloutSyncP99 = nanZero(rep.RolloutSyncP50*1000), nanZero(rep.RolloutSyncP99*1000)
-	req3, lists := ctl.requests()
-	rep.RollRequests = diffCounts(req3, req2)
-	rep.ListsAfterSync = lists
+	rep.RollRequests, _ = stsrollerRequests(m0, m1)
+	rep.ListsAfterSync = ctl.listsAfterSync(m1)
 	return rep
+}
+
+// pdbEventCost writes the status of the PDB name (disruptionsAllowed set
+// off its value: a status change like the disruption controller's, which
+// then writes it back) and counts, until stsroller's syncs settle, the PDB's
+// updates seen by a watch, stsroller's syncs, its requests and its CPU above
+// the idle rate.
+func pdbEventCost(t *testing.T, client kubernetes.Interface, ctl *benchController, ns, name string, selects int, idleCPUPerMin float64) PDBEventCost {
+	ctx := t.Context()
+	settle(ctx, ctl, 3*time.Second, 2*time.Minute)
+	pdb, err := client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := client.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: pdb.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var events atomic.Int32
+	go func() {
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Modified {
+				events.Add(1)
+			}
+		}
+	}()
+	m0, cpu0, start := ctl.metrics(ctx), ctl.cpu(), time.Now()
+	pdb.Status.DisruptionsAllowed = 1 - min(pdb.Status.DisruptionsAllowed, 1)
+	if _, err := client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, ctl, 3*time.Second, 2*time.Minute)
+	// The quiet time settle waited for is idle too: take the idle rate off.
+	cpu := (ctl.cpu() - cpu0 - idleCPUPerMin*time.Since(start).Minutes()) * 1000
+	m1 := ctl.metrics(ctx)
+	syncs, _, _ := syncStats(m0, m1)
+	reqs, _ := stsrollerRequests(m0, m1)
+	c := PDBEventCost{PDB: name, Selects: selects, Events: int(events.Load())}
+	n := float64(max(c.Events, 1))
+	c.SyncsPerEvent, c.CPUMsPerEvent, c.RequestsPerEvt = syncs/n, max(cpu, 0)/n, float64(sumCounts(reqs))/n
+	return c
 }
 
 // settle waits until stsroller's sync count has not moved for quiet, at most
@@ -289,16 +386,6 @@ func settle(ctx context.Context, ctl *benchController, quiet, limit time.Duratio
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-}
-
-func diffCounts(after, before map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			out[k] = d
-		}
-	}
-	return out
 }
 
 // parallel runs f(0..n-1) on workers goroutines.
@@ -359,24 +446,27 @@ func createExtraPods(t *testing.T, client kubernetes.Interface, ns string, n int
 
 func (s *ScaleReport) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Footprint at scale\n\n%d StatefulSets × %d pods with a PDB each, StatefulSets of %v pods, "+
+	fmt.Fprintf(&b, "## Footprint at scale\n\n%d pods in opted-in StatefulSets (%d × %d, %d of them under one PDB and the others with a PDB each, and StatefulSets of %v pods), "+
 		"%d pods of no StatefulSet, one namespace, stsroller watching all namespaces (set-up %.0f s).\n\n",
-		s.Sets, s.PodsPerSet, sizesOf(s.SyncBySize[1:]), s.ExtraPods, s.SetupSeconds)
+		s.StatefulSetPod, s.Sets, s.PodsPerSet, s.Group, sizesOf(s.SyncBySize[1:]), s.ExtraPods, s.SetupSeconds)
 	b.WriteString("| figure | value |\n|---|---|\n")
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
 	row("StatefulSet pods watched", strconv.Itoa(s.StatefulSetPod))
-	row("RSS idle", fmt.Sprintf("%.1f MiB", s.IdleRSSMiB))
+	row("RSS", fmt.Sprintf("%.1f MiB once synced, %.1f MiB idle, %.1f MiB at the peak of the rollouts", s.SyncedRSSMiB, s.IdleRSSMiB, s.PeakRSSMiB))
 	row("CPU idle", fmt.Sprintf("%.2f s per minute (over %.0f s)", s.IdleCPUPerMin, s.IdleSeconds))
+	for _, z := range s.SyncBySize {
+		row(fmt.Sprintf("sync of a %d-pod StatefulSet", z.Pods), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, mean %.2f ms (%.0f syncs)", z.P50, z.P99, z.Mean, z.Syncs))
+	}
+	for _, e := range s.PDBEvents {
+		row(fmt.Sprintf("one status change of a PDB over %d StatefulSet(s)", e.Selects),
+			fmt.Sprintf("%.1f syncs, %.1f CPU ms, %.1f API requests per change (%d changes seen)", e.SyncsPerEvent, e.CPUMsPerEvent, e.RequestsPerEvt, e.Events))
+	}
 	done := "done"
 	if !s.RolloutDone {
 		done = "**not done** within the cap"
 	}
-	row(fmt.Sprintf("%d concurrent rollouts", s.Rollouts), fmt.Sprintf("%.1f s (%s), %.2f CPU s, peak RSS %.1f MiB, %.0f syncs, p50/p99 %.1f/%.1f ms",
-		s.RolloutSeconds, done, s.RolloutCPU, s.PeakRSSMiB, s.RolloutSyncs, s.RolloutSyncP50, s.RolloutSyncP99))
-	row("syncs caused by one PDB change", fmt.Sprintf("%.0f", s.SyncsPerPDBEdit))
-	for _, z := range s.SyncBySize {
-		row(fmt.Sprintf("sync of a %d-pod StatefulSet", z.Pods), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms (%.0f syncs)", z.P50, z.P99, z.Syncs))
-	}
+	row(fmt.Sprintf("%d concurrent rollouts", s.Rollouts), fmt.Sprintf("%.1f s (%s), %.2f CPU s, %.0f syncs, p50/p99 %.1f/%.1f ms",
+		s.RolloutSeconds, done, s.RolloutCPU, s.RolloutSyncs, s.RolloutSyncP50, s.RolloutSyncP99))
 	row("LISTs after the informers synced", fmt.Sprintf("%d %s", sumCounts(s.ListsAfterSync), sortedCounts(s.ListsAfterSync)))
 	row("API requests until synced", sortedCounts(s.StartRequests))
 	row("API requests idle", sortedCounts(s.IdleRequests))

@@ -3,31 +3,26 @@
 package e2e
 
 // What the benchmark reads of a process and of stsroller: CPU seconds and
-// resident memory from /proc, the Prometheus text of /metrics, and every API
-// request through a counting proxy.
+// resident memory from /proc, and the Prometheus text of /metrics: stsroller's
+// own (its API requests by verb, resource and code, its syncs) and the API
+// server's (every client's requests).
 
 import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/stsroller/stsroller/metrics"
+	"k8s.io/client-go/kubernetes"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat; it
@@ -81,23 +76,25 @@ func procRSS(pid int) (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 }
 
-// processes returns the pids of the processes other than this one whose
-// arguments (from /proc/PID/cmdline) match, at most limit of them (0: all).
-func processes(limit int, match func(args []string) bool) []int {
+// processes returns the pids and arguments (from /proc/PID/cmdline) of the
+// processes other than this one whose arguments match, at most limit of
+// them (0: all).
+func processes(limit int, match func(args []string) bool) map[int][]string {
 	ents, _ := os.ReadDir("/proc")
 	self := os.Getpid()
-	var out []int
+	out := map[int][]string{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || len(data) == 0 {
 			continue
 		}
-		if match(strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")) {
-			out = append(out, pid)
+		args := strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+		if match(args) {
+			out[pid] = args
 			if len(out) == limit {
 				break
 			}
@@ -106,10 +103,11 @@ func processes(limit int, match func(args []string) bool) []int {
 	return out
 }
 
-// findPID returns the pid of the one process whose command line holds every
-// one of parts (NUL-separated arguments joined by spaces), or 0.
-func findPID(parts ...string) int {
-	pids := processes(1, func(args []string) bool {
+// findPID returns the pid and arguments of the one process whose command
+// line holds every one of parts (NUL-separated arguments joined by spaces),
+// or 0.
+func findPID(parts ...string) (int, []string) {
+	found := processes(1, func(args []string) bool {
 		cmd := strings.Join(args, " ")
 		for _, p := range parts {
 			if !strings.Contains(cmd, p) {
@@ -118,46 +116,56 @@ func findPID(parts ...string) int {
 		}
 		return true
 	})
-	if len(pids) == 0 {
-		return 0
+	for pid, args := range found {
+		return pid, args
 	}
-	return pids[0]
+	return 0, nil
 }
 
-// controllerManagerPID finds the local cluster's kube-controller-manager: its
-// kubeconfig lives in the work directory of $KUBECONFIG.
-func controllerManagerPID() int {
-	dir := filepath.Dir(os.Getenv("KUBECONFIG"))
-	return findPID("kube-controller-manager", "--kubeconfig="+filepath.Join(dir, "kube-controller-manager.kubeconfig"))
+// flagValue returns the value of --name=value in args, or "".
+func flagValue(args []string, name string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
-// localClusterPIDs finds the local cluster's processes (etcd,
-// kube-apiserver, kube-controller-manager, kube-scheduler, kwok): those whose
-// command line names the work directory of $KUBECONFIG. None on kind.
-func localClusterPIDs() []int {
+// clusterComponents are the processes of a local cluster (e2e/cluster).
+var clusterComponents = map[string]bool{
+	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true, "kwok": true,
+}
+
+// localClusterProcs finds the local cluster's processes (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler, kwok), those whose
+// command line names the work directory of $KUBECONFIG, as pid → component.
+// None on kind.
+func localClusterProcs() map[int]string {
 	kc := os.Getenv("KUBECONFIG")
 	if kc == "" {
 		return nil
 	}
 	dir := filepath.Dir(kc) + string(filepath.Separator)
-	return processes(0, func(args []string) bool {
-		switch filepath.Base(args[0]) {
-		case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok":
-			return strings.Contains(strings.Join(args, " "), dir)
-		}
-		return false
-	})
+	out := map[int]string{}
+	for pid, args := range processes(0, func(args []string) bool {
+		return clusterComponents[filepath.Base(args[0])] && strings.Contains(strings.Join(args, " "), dir)
+	}) {
+		out[pid] = filepath.Base(args[0])
+	}
+	return out
 }
 
-// sumCPU is the CPU seconds of pids together (those still running).
-func sumCPU(pids []int) float64 {
-	var s float64
-	for _, p := range pids {
-		if c, err := procCPU(p); err == nil {
-			s += c
+// cpuByName is the CPU seconds so far of procs (pid → name), summed by name
+// (those still running).
+func cpuByName(procs map[int]string) map[string]float64 {
+	out := map[string]float64{}
+	for pid, name := range procs {
+		if c, err := procCPU(pid); err == nil {
+			out[name] += c
 		}
 	}
-	return s
+	return out
 }
 
 // promText is a scrape of a Prometheus text endpoint: every sample by its
@@ -179,8 +187,37 @@ func scrape(ctx context.Context, addr string) (promText, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s/metrics: %s", addr, resp.Status)
 	}
+	return parsePromText(resp.Body)
+}
+
+// scrapeAPIServer reads the API server's /metrics, keeping only the series
+// whose name has one of prefixes (the whole text is megabytes).
+func scrapeAPIServer(ctx context.Context, client kubernetes.Interface, prefixes ...string) (promText, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rc, err := client.CoreV1().RESTClient().Get().AbsPath("/metrics").Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	all, err := parsePromText(rc)
+	if err != nil {
+		return nil, err
+	}
 	out := promText{}
-	sc := bufio.NewScanner(resp.Body)
+	for k, v := range all {
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				out[k] = v
+			}
+		}
+	}
+	return out, nil
+}
+
+func parsePromText(r io.Reader) (promText, error) {
+	out := promText{}
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -198,6 +235,116 @@ func scrape(ctx context.Context, addr string) (promText, error) {
 		out[line[:i]] = v
 	}
 	return out, sc.Err()
+}
+
+// seriesLabels splits a series name{a="x",b="y"} into its name and labels.
+func seriesLabels(key string) (name string, labels map[string]string) {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return key, nil
+	}
+	name, rest := key[:i], strings.TrimSuffix(key[i+1:], "}")
+	labels = map[string]string{}
+	for rest != "" {
+		eq := strings.Index(rest, `="`)
+		if eq < 0 {
+			break
+		}
+		k := strings.TrimLeft(rest[:eq], ",")
+		rest = rest[eq+2:]
+		var v strings.Builder
+		j := 0
+		for ; j < len(rest); j++ {
+			if rest[j] == '\\' && j+1 < len(rest) {
+				j++
+				v.WriteByte(rest[j])
+				continue
+			}
+			if rest[j] == '"' {
+				break
+			}
+			v.WriteByte(rest[j])
+		}
+		labels[k] = v.String()
+		rest = rest[min(j+1, len(rest)):]
+	}
+	return name, labels
+}
+
+// counterDelta sums, per key(labels), the growth of the counter name between
+// two scrapes; a series absent before counts from zero.
+func counterDelta(name string, before, after promText, key func(labels map[string]string) string) map[string]int {
+	out := map[string]int{}
+	for k, v := range after {
+		n, labels := seriesLabels(k)
+		if n != name {
+			continue
+		}
+		if d := int(math.Round(v - before[k])); d > 0 {
+			out[key(labels)] += d
+		}
+	}
+	return out
+}
+
+// stsrollerRequests are stsroller's API requests between two scrapes of its
+// /metrics (stsroller_api_requests_total{verb,resource,code}), as
+// "verb resource" → count, and those not answered 2xx as
+// "verb resource code" → count (code 0: no answer).
+func stsrollerRequests(before, after promText) (all, failed map[string]int) {
+	const name = "stsroller_api_requests_total"
+	all = counterDelta(name, before, after, func(l map[string]string) string { return l["verb"] + " " + l["resource"] })
+	failed = counterDelta(name, before, after, func(l map[string]string) string {
+		if strings.HasPrefix(l["code"], "2") {
+			return ""
+		}
+		return l["verb"] + " " + l["resource"] + " " + l["code"]
+	})
+	delete(failed, "")
+	return all, failed
+}
+
+// isWrite says whether a Kubernetes verb changes something: every verb but
+// get, list and watch (in either case: the API server's are upper case).
+func isWrite(verb string) bool {
+	switch strings.ToLower(verb) {
+	case "get", "list", "watch":
+		return false
+	}
+	return true
+}
+
+// writes sums the counts whose key ("verb ...") has a write verb.
+func writes(counts map[string]int) int {
+	n := 0
+	for k, v := range counts {
+		verb, _, _ := strings.Cut(k, " ")
+		if isWrite(verb) {
+			n += v
+		}
+	}
+	return n
+}
+
+// apiserverRequestsPrefix selects the API server's request counter.
+const apiserverRequestsPrefix = "apiserver_request_total{"
+
+// apiserverWrites are the write requests the API server answered between two
+// of its scrapes (apiserver_request_total), every client's, as
+// "VERB resource[/subresource]" → count.
+func apiserverWrites(before, after promText) map[string]int {
+	out := counterDelta("apiserver_request_total", before, after, func(l map[string]string) string {
+		if !isWrite(l["verb"]) {
+			return ""
+		}
+		r := l["resource"]
+		if l["subresource"] != "" {
+			r += "/" + l["subresource"]
+		}
+		return l["verb"] + " " + r
+	})
+	delete(out, "")
+	return out
 }
 
 // histogram returns the cumulative buckets (upper bound → count) of a
@@ -261,100 +408,6 @@ func quantile(q float64, bounds, counts []float64) float64 {
 	}
 	return bounds[len(bounds)-1]
 }
-
-// apiCounter is a plain-HTTP proxy on loopback in front of the API server
-// that counts every request by verb and resource; stsroller talks to the
-// cluster through it (see kubeconfig), so the counts are its own.
-type apiCounter struct {
-	srv  *http.Server
-	addr string
-
-	mu     sync.Mutex
-	counts map[string]int // "verb resource"
-	marked time.Time      // lists after this are counted in listsAfter
-	after  map[string]int
-}
-
-func startAPICounter(cfg *rest.Config) (*apiCounter, error) {
-	target, err := url.Parse(cfg.Host)
-	if err != nil {
-		return nil, err
-	}
-	tr, err := rest.TransportFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	c := &apiCounter{addr: l.Addr().String(), counts: map[string]int{}, after: map[string]int{}}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.Transport = tr
-	proxy.FlushInterval = -1 // watches stream
-	c.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.count(r)
-		proxy.ServeHTTP(w, r)
-	})}
-	go func() { _ = c.srv.Serve(l) }()
-	return c, nil
-}
-
-// classify returns the Kubernetes verb and resource (with subresource) of a
-// request, e.g. "list pods", "create pods/eviction".
-func classify(r *http.Request) (verb, resource string) {
-	verb, resource = metrics.RequestKind(r.Method, r.URL.Path, r.URL.Query().Get("watch"))
-	if resource == "-" {
-		// Outside the resource API (discovery, /version): by path.
-		return strings.ToLower(r.Method), r.URL.Path
-	}
-	return verb, resource
-}
-
-func (c *apiCounter) count(r *http.Request) {
-	verb, res := classify(r)
-	k := verb + " " + res
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.counts[k]++
-	if !c.marked.IsZero() && verb == "list" {
-		c.after[k]++
-	}
-}
-
-// mark starts counting LISTs from now on (the informers have synced).
-func (c *apiCounter) mark() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.marked = time.Now()
-}
-
-func (c *apiCounter) snapshot() (counts, listsAfter map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	counts, listsAfter = map[string]int{}, map[string]int{}
-	for k, v := range c.counts {
-		counts[k] = v
-	}
-	for k, v := range c.after {
-		listsAfter[k] = v
-	}
-	return counts, listsAfter
-}
-
-// kubeconfig writes a kubeconfig that points at the proxy, without
-// credentials (the proxy adds the admin's).
-func (c *apiCounter) kubeconfig(dir string) (string, error) {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["bench"] = &clientcmdapi.Cluster{Server: "http://" + c.addr}
-	cfg.AuthInfos["bench"] = &clientcmdapi.AuthInfo{}
-	cfg.Contexts["bench"] = &clientcmdapi.Context{Cluster: "bench", AuthInfo: "bench"}
-	cfg.CurrentContext = "bench"
-	path := filepath.Join(dir, "proxy.kubeconfig")
-	return path, clientcmd.WriteToFile(*cfg, path)
-}
-
-func (c *apiCounter) close() { _ = c.srv.Close() }
 
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr() (string, error) {
