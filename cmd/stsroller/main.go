@@ -215,10 +215,22 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	// Events and the Lease get a client, and so a rate limiter, of their
-	// own: a burst of removals must neither delay the renewal of the Lease
-	// (and lose it) nor wait behind a burst of events.
-	sideClient, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
+	// Events and the Lease get a client, and so a rate limiter, each of
+	// their own: a burst of removals must neither delay the renewal of the
+	// Lease (and lose it) nor wait behind a burst of events, and a burst of
+	// events must not delay the Lease either.
+	// (Instrument's token bucket is shared by every client of cfg: each of
+	// these drops it and gets one of the same QPS and burst.)
+	own := func() *rest.Config {
+		c := rest.CopyConfig(cfg)
+		c.RateLimiter = nil
+		return c
+	}
+	eventClient, err := kubernetes.NewForConfig(own())
+	if err != nil {
+		return err
+	}
+	leaseClient, err := kubernetes.NewForConfig(own())
 	if err != nil {
 		return err
 	}
@@ -249,12 +261,12 @@ func run(ctx context.Context, o *options) error {
 	lead := func(ctx context.Context) error {
 		m.Leader.Set(1)
 		defer m.Leader.Set(0)
-		return runController(ctx, o, client, sideClient, prober, m, &ready, locks)
+		return runController(ctx, o, client, eventClient, prober, m, &ready, locks)
 	}
 	if !o.leaderElect {
 		return lead(ctx)
 	}
-	return runLeaderElection(ctx, o, sideClient, lead, logger)
+	return runLeaderElection(ctx, o, leaseClient, lead, logger)
 }
 
 func runController(ctx context.Context, o *options, client, eventClient kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool, locks *rollout.LockOptions) error {
