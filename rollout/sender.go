@@ -59,19 +59,33 @@ type sender struct {
 	// goroutine sending them.
 	lanes    map[string][]*job
 	refusals map[cache.ObjectName]refusal
-	closed   bool
-	running  sync.WaitGroup
+	// spent is the local account of each budget ("namespace/name"): our
+	// evictions, by pod UID, with the budget's resourceVersion when they were
+	// handed over. Until the budget's status changes, the informer's
+	// disruptionsAllowed predates them.
+	spent   map[string]map[types.UID]spending
+	closed  bool
+	running sync.WaitGroup
 }
 
 // job is one removal handed to the sender.
 type job struct {
-	log  klog.Logger
-	key  cache.ObjectName
-	sts  *appsv1.StatefulSet
-	cfg  policy.Config
-	d    policy.Deletion
-	lane string
-	step *step
+	log klog.Logger
+	key cache.ObjectName
+	sts *appsv1.StatefulSet
+	cfg policy.Config
+	d   policy.Deletion
+	// budgets names the PodDisruptionBudgets over an evicted pod.
+	budgets []string
+	lane    string
+	step    *step
+}
+
+// spending is one eviction of ours in a budget's local account.
+type spending struct {
+	pod string
+	rv  string
+	at  time.Time
 }
 
 // refusal is the API server's last 429s for a StatefulSet: the budgets that
@@ -85,7 +99,8 @@ type refusal struct {
 
 func newSender(c *Controller) *sender {
 	return &sender{c: c, sem: make(chan struct{}, sendConcurrency),
-		lanes: map[string][]*job{}, refusals: map[cache.ObjectName]refusal{}}
+		lanes: map[string][]*job{}, refusals: map[cache.ObjectName]refusal{},
+		spent: map[string]map[types.UID]spending{}}
 }
 
 // send hands the plan's removals (deletions and evictions) over. Each is
@@ -98,12 +113,16 @@ func (s *sender) send(ctx context.Context, key cache.ObjectName, sts *appsv1.Sta
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range ds {
-		j := &job{log: klog.FromContext(ctx), key: key, sts: sts, cfg: cfg, d: d, step: st, lane: laneOf(d, budgets)}
+		j := &job{log: klog.FromContext(ctx), key: key, sts: sts, cfg: cfg, d: d, step: st}
+		j.budgets, j.lane = laneOf(d, budgets)
 		if s.closed {
 			st.finish(j, false)
 			continue
 		}
 		s.c.expectations.expect(key, d.Pod.UID, d.Method)
+		if d.Method == policy.MethodEvict {
+			s.spendLocked(d.Pod, budgets[d.Pod.Name])
+		}
 		q, ok := s.lanes[j.lane]
 		s.lanes[j.lane] = append(q, j)
 		if !ok {
@@ -113,9 +132,39 @@ func (s *sender) send(ctx context.Context, key cache.ObjectName, sts *appsv1.Sta
 	}
 }
 
+// spendLocked enters an eviction in the account of each budget over its pod.
+// s.mu is held.
+func (s *sender) spendLocked(pod *corev1.Pod, budgets []pdb.Budget) {
+	for _, b := range budgets {
+		rv := ""
+		if cur, err := s.c.pdbLister.PodDisruptionBudgets(pod.Namespace).Get(b.Name); err == nil {
+			rv = cur.ResourceVersion
+		}
+		k := pod.Namespace + "/" + b.Name
+		if s.spent[k] == nil {
+			s.spent[k] = map[types.UID]spending{}
+		}
+		s.spent[k][pod.UID] = spending{pod: pod.Name, rv: rv, at: s.c.clock.Now()}
+	}
+}
+
+// unspend takes a removal that did not happen out of its budgets' accounts.
+func (s *sender) unspend(j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range j.budgets {
+		k := j.d.Pod.Namespace + "/" + name
+		delete(s.spent[k], j.d.Pod.UID)
+		if len(s.spent[k]) == 0 {
+			delete(s.spent, k)
+		}
+	}
+}
+
 // laneOf is where a removal waits its turn: evictions through the same
-// budgets share one; every other removal has its own.
-func laneOf(d policy.Deletion, budgets map[string][]pdb.Budget) string {
+// budgets share one; every other removal has its own. It returns the
+// budgets' names too.
+func laneOf(d policy.Deletion, budgets map[string][]pdb.Budget) ([]string, string) {
 	if d.Method == policy.MethodEvict {
 		if bs := budgets[d.Pod.Name]; len(bs) > 0 {
 			names := make([]string, len(bs))
@@ -123,10 +172,10 @@ func laneOf(d policy.Deletion, budgets map[string][]pdb.Budget) string {
 				names[i] = b.Name
 			}
 			slices.Sort(names)
-			return "budget " + d.Pod.Namespace + "/" + strings.Join(names, ",")
+			return names, "budget " + d.Pod.Namespace + "/" + strings.Join(names, ",")
 		}
 	}
-	return "pod " + string(d.Pod.UID)
+	return nil, "pod " + string(d.Pod.UID)
 }
 
 // run sends one lane's removals in order, until it is empty.
@@ -142,6 +191,7 @@ func (s *sender) run(lane string) {
 			s.mu.Unlock()
 			for _, j := range q {
 				s.c.expectations.drop(j.key, j.d.Pod.UID)
+				s.unspend(j)
 				j.step.finish(j, false)
 			}
 			return
@@ -178,6 +228,7 @@ func (s *sender) remove(j *job) string {
 		// owned by another object of the same name).
 		logger.Info("Not removing a pod the StatefulSet does not control")
 		c.expectations.drop(j.key, d.Pod.UID)
+		s.unspend(j)
 		j.step.finish(j, false)
 		return ""
 	}
@@ -200,11 +251,13 @@ func (s *sender) remove(j *job) string {
 		// fallback, spaced so that a pod that keeps changing is no hot loop.
 		logger.V(4).Info("Pod changed since it was planned; planning again", "err", err, "after", conflictRetry)
 		c.expectations.drop(j.key, d.Pod.UID)
+		s.unspend(j)
 		j.step.finish(j, false)
 		c.queue.AddAfter(j.key, conflictRetry)
 	case isAnswer(err):
 		// The API server answered no: nothing was removed.
 		c.expectations.drop(j.key, d.Pod.UID)
+		s.unspend(j)
 		j.step.finish(j, false)
 		utilruntime.HandleError(fmt.Errorf("removing pod %s/%s (%s): %w", d.Pod.Namespace, d.Pod.Name, d.Method, err))
 		c.queue.AddRateLimited(j.key)
@@ -239,6 +292,7 @@ func (s *sender) lost(ctx context.Context, j *job, cause error) {
 		s.removed(ctx, j)
 	case err == nil:
 		c.expectations.drop(j.key, p.UID)
+		s.unspend(j)
 		j.step.finish(j, false)
 		utilruntime.HandleError(fmt.Errorf("removing pod %s/%s (%s): %w", p.Namespace, p.Name, j.d.Method, cause))
 		c.queue.AddRateLimited(j.key)
@@ -280,6 +334,7 @@ func (s *sender) refuse(j *job, msg string) {
 	c := s.c
 	c.metrics.EvictionsBlocked.Inc()
 	c.expectations.drop(j.key, j.d.Pod.UID)
+	s.unspend(j)
 	s.mu.Lock()
 	r, ok := s.refusals[j.key]
 	if !ok || c.clock.Since(r.at) >= evictionRetry {
@@ -287,11 +342,9 @@ func (s *sender) refuse(j *job, msg string) {
 	}
 	r.message, r.at = msg, c.clock.Now()
 	r.pods[j.d.Pod.UID] = true
-	if names, ok := strings.CutPrefix(j.lane, "budget "+j.d.Pod.Namespace+"/"); ok {
-		for _, name := range strings.Split(names, ",") {
-			if b, err := c.pdbLister.PodDisruptionBudgets(j.d.Pod.Namespace).Get(name); err == nil {
-				r.budgets[name] = b.ResourceVersion
-			}
+	for _, name := range j.budgets {
+		if b, err := c.pdbLister.PodDisruptionBudgets(j.d.Pod.Namespace).Get(name); err == nil {
+			r.budgets[name] = b.ResourceVersion
 		}
 	}
 	s.refusals[j.key] = r
@@ -326,6 +379,37 @@ func (s *sender) refused(key cache.ObjectName) (refusal, bool) {
 		return refusal{}, false
 	}
 	return r, true
+}
+
+// unaccounted counts, for one budget, our evictions that the planner cannot
+// see and the informer's disruptionsAllowed does not count yet: the pod is
+// terminating or gone (so it is no longer expected, and the planner no
+// longer counts it), while the budget is still at the resourceVersion it had
+// when the eviction was handed over. Entries of a budget whose status has
+// moved on, or older than expectationsTimeout, are dropped.
+func (s *sender) unaccounted(namespace string, b pdb.Budget, removing map[types.UID]policy.Method) int32 {
+	k := namespace + "/" + b.Name
+	rv := ""
+	if cur, err := s.c.pdbLister.PodDisruptionBudgets(namespace).Get(b.Name); err == nil {
+		rv = cur.ResourceVersion
+	}
+	now := s.c.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int32
+	for uid, e := range s.spent[k] {
+		if e.rv != rv || now.Sub(e.at) > expectationsTimeout {
+			delete(s.spent[k], uid)
+			continue
+		}
+		if _, ok := removing[uid]; !ok && !b.Disrupted[e.pod] {
+			n++
+		}
+	}
+	if len(s.spent[k]) == 0 {
+		delete(s.spent, k)
+	}
+	return n
 }
 
 // forget drops the refusal of a StatefulSet no longer managed.

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
@@ -283,5 +284,79 @@ func TestSenderRestartWithRemovalsInFlight(t *testing.T) {
 	}
 	if len(again) != 2 {
 		t.Errorf("the next process removed %v, want the 2 the first never sent", again)
+	}
+}
+
+// TestSenderBudgetAccount: the informer may show an evicted pod terminating
+// before it shows the budget's status counting it. Until the budget's status
+// changes, the local account counts the eviction, so the next plan never
+// spends the same disruption twice (a 429 at best).
+func TestSenderBudgetAccount(t *testing.T) {
+	f := newFixture(t)
+	sts := newSts("web", 4, map[string]string{policy.AnnotationMaxUnavailable: "4"})
+	f.sts = append(f.sts, sts)
+	for i := range 4 {
+		f.pods = append(f.pods, newPod(sts, i, "old", true))
+	}
+	budget := budgetFor("web", "web")
+	budget.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(2))
+	budget.Status.DisruptionsAllowed = 2
+	f.pdbs = append(f.pdbs, budget)
+	r := &scriptedRemover{f: f, answer: func(*corev1.Pod) (bool, error) { return false, nil }}
+	f.remover = r
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 2 {
+		t.Fatalf("sent %v, want the 2 the budget allows", got)
+	}
+	pods := f.factory.Core().V1().Pods().Informer().GetIndexer()
+	budgets := f.factory.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer()
+	// The pods show terminating; the budget's status is as before.
+	for _, name := range r.sentNames() {
+		obj, ok, err := pods.GetByKey("ns/" + name)
+		if err != nil || !ok {
+			t.Fatalf("pod %s: %v", name, err)
+		}
+		p := obj.(*corev1.Pod).DeepCopy()
+		p.DeletionTimestamp = ptr.To(metav1.NewTime(now))
+		mustUpdate(t, pods, p)
+	}
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 2 {
+		t.Fatalf("sent %v on a budget status that predates the evictions: want no more", got)
+	}
+	// The budget's status counts them: no headroom left, nothing more.
+	b := budget.DeepCopy()
+	b.ResourceVersion, b.Status.DisruptionsAllowed = "2", 0
+	mustUpdate(t, budgets, b)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 2 {
+		t.Fatalf("sent %v with no headroom: want no more", got)
+	}
+	// Headroom again (the replacements are there): the account is settled,
+	// the rest go.
+	b = b.DeepCopy()
+	b.ResourceVersion, b.Status.DisruptionsAllowed = "3", 2
+	mustUpdate(t, budgets, b)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 4 {
+		t.Fatalf("sent %v once the budget allows 2 again: want all 4", got)
+	}
+	if n := len(f.c.sender.spent); n != 1 {
+		t.Errorf("%d accounts, want the budget's one", n)
+	}
+}
+
+func mustUpdate(t *testing.T, idx cache.Indexer, obj any) {
+	t.Helper()
+	if err := idx.Update(obj); err != nil {
+		t.Fatal(err)
 	}
 }

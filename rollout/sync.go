@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,7 +46,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	if err != nil {
 		return err
 	}
-	refused := c.applyRefusal(key, &in.Input)
+	refused := c.budgetView(key, &in.Input)
 	group, err := c.groupView(ctx, sts, in.Input)
 	if err != nil {
 		return err
@@ -272,27 +273,49 @@ func (s listerSource) Service(_ context.Context, namespace, name string) (*corev
 	return svc, err
 }
 
-// applyRefusal holds the budgets that last refused one of the StatefulSet's
-// evictions at no headroom, while the refusal stands (sender.refused), and
-// returns it; nil when none stands.
-func (c *Controller) applyRefusal(key cache.ObjectName, in *policy.Input) *refusal {
-	r, ok := c.sender.refused(key)
-	if !ok {
+// budgetView corrects the informer's view of the budgets before planning,
+// and returns the refusal that stands, if any (nil: none). Each budget's
+// headroom is counted down by our evictions it does not count yet and the
+// planner cannot see (sender.unaccounted); a budget that refused one of the
+// StatefulSet's evictions has none while the refusal stands (sender.refused).
+func (c *Controller) budgetView(key cache.ObjectName, in *policy.Input) *refusal {
+	r, refused := c.sender.refused(key)
+	spent := map[string]int32{}
+	for _, bs := range in.Budgets {
+		for _, b := range bs {
+			if _, ok := spent[b.Name]; !ok {
+				spent[b.Name] = c.sender.unaccounted(key.Namespace, b, in.Removing)
+			}
+		}
+	}
+	changed := refused
+	for _, n := range spent {
+		changed = changed || n > 0
+	}
+	if !changed {
 		return nil
 	}
 	budgets := make(map[string][]pdb.Budget, len(in.Budgets))
 	for pod, bs := range in.Budgets {
-		held := bs
+		view := bs
 		for i, b := range bs {
-			if _, ok := r.budgets[b.Name]; ok {
-				if &held[0] == &bs[0] {
-					held = append([]pdb.Budget(nil), bs...)
-				}
-				held[i].Allowed = 0
+			allowed := max(b.Allowed-spent[b.Name], 0)
+			if _, ok := r.budgets[b.Name]; refused && ok {
+				allowed = 0
 			}
+			if allowed == b.Allowed {
+				continue
+			}
+			if &view[0] == &bs[0] {
+				view = slices.Clone(bs)
+			}
+			view[i].Allowed = allowed
 		}
-		budgets[pod] = held
+		budgets[pod] = view
 	}
 	in.Budgets = budgets
+	if !refused {
+		return nil
+	}
 	return &r
 }
