@@ -201,6 +201,16 @@ func (s *sender) run(lane string) {
 		s.mu.Unlock()
 
 		s.sem <- struct{}{}
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			<-s.sem
+			s.c.expectations.drop(j.key, j.d.Pod.UID)
+			s.unspend(j)
+			j.step.finish(j, false)
+			continue
+		}
 		refused := s.remove(j)
 		<-s.sem
 		if refused == "" {
@@ -212,7 +222,7 @@ func (s *sender) run(lane string) {
 		s.lanes[lane] = nil
 		s.mu.Unlock()
 		for _, r := range rest {
-			s.refuse(r, refused)
+			s.refuse(r, refused, false)
 		}
 	}
 }
@@ -244,7 +254,7 @@ func (s *sender) remove(j *job) string {
 	case apierrors.IsTooManyRequests(err) && d.Method == policy.MethodEvict:
 		msg := fmt.Sprintf("the API server refused to evict %s: %v", d.Pod.Name, err)
 		logger.V(4).Info("Eviction blocked by a PodDisruptionBudget", "err", err)
-		s.refuse(j, msg)
+		s.refuse(j, msg, true)
 		return msg
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// The pod's own update or deletion requeues us; this is the
@@ -328,11 +338,14 @@ func removalReason(d policy.Deletion) (reason, why string) {
 	return policy.ReasonEvictedPod, "outdated"
 }
 
-// refuse puts a refused removal back and remembers the refusal for the
+// refuse puts a refused removal back (sent: the API server refused it; else
+// it was queued behind one that was) and remembers the refusal for the
 // StatefulSet's next plan, which it wakes.
-func (s *sender) refuse(j *job, msg string) {
+func (s *sender) refuse(j *job, msg string, sent bool) {
 	c := s.c
-	c.metrics.EvictionsBlocked.Inc()
+	if sent {
+		c.metrics.EvictionsBlocked.Inc()
+	}
 	c.expectations.drop(j.key, j.d.Pod.UID)
 	s.unspend(j)
 	s.mu.Lock()
