@@ -32,7 +32,7 @@ type rule struct {
 // rbac.yaml names the code behind each.
 var wantClusterRole = []rule{
 	{Group: "", Resource: "events", Verbs: "create,patch"},
-	{Group: "", Resource: "pods", Verbs: "delete,list,patch,watch"},
+	{Group: "", Resource: "pods", Verbs: "delete,get,list,patch,watch"},
 	{Group: "", Resource: "pods/eviction", Verbs: "create"},
 	{Group: "", Resource: "pods/status", Verbs: "patch"},
 	{Group: "", Resource: "services", Verbs: "list,watch"},

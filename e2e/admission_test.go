@@ -262,14 +262,14 @@ var stsrollerWrites = []write{{
 	name: "DNS condition False, vouched IPs removed",
 	do:   patchPod(types.StrategicMergePatchType, dnsConditionPatch(corev1.ConditionFalse), "status"),
 }, {
-	name: "status annotation (rollout/controller.go writeStatus)",
+	name: "status annotation (rollout/status.go writeStatus)",
 	do: func(ctx context.Context, f *admissionFixture, dryRun []string) error {
 		st := policy.Status{Phase: policy.PhaseRolling, Replicas: 1, Reason: "e2e", Message: "stsroller's own annotation"}
 		patch := mustJSON(f.t, map[string]any{"metadata": map[string]any{"annotations": map[string]string{policy.AnnotationStatus: st.Encode()}}})
 		return patchStatefulSet(types.MergePatchType, string(patch))(ctx, f, dryRun)
 	},
 }, {
-	name: "eviction (rollout/controller.go APIRemover.Evict), dry run",
+	name: "eviction (rollout/sender.go APIRemover.Evict), dry run",
 	do: func(ctx context.Context, f *admissionFixture, _ []string) error {
 		return f.sa.CoreV1().Pods(f.ns).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Namespace: f.ns},
 			DeleteOptions: &metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}})

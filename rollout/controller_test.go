@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -103,7 +104,10 @@ func (f *fixture) run(key cache.ObjectName) error {
 		}
 		f.c = c
 	}
-	return f.c.sync(ctx, key)
+	err := f.c.sync(ctx, key)
+	// The removals of the plan are answered before the test looks.
+	f.c.sender.idle()
+	return err
 }
 
 type verbReactor struct {
@@ -119,15 +123,43 @@ func mustAdd(t *testing.T, idx cache.Indexer, obj any) {
 }
 
 // actions are the client calls that change something (no list or watch).
+// The removals of a plan are sent apart from the sync, so their place among
+// the sync's own calls is not fixed: when each comes after the sync's read of
+// the StatefulSet (as it must), they are put right after it, in the order of
+// their description.
 func (f *fixture) actions() []core.Action {
-	var out []core.Action
+	var out, removals []core.Action
+	get := -1
+	ordered := true
 	for _, a := range f.client.Actions() {
 		if a.GetVerb() == "list" || a.GetVerb() == "watch" {
 			continue
 		}
+		if isRemoval(a) {
+			ordered = ordered && get >= 0
+			removals = append(removals, a)
+			continue
+		}
+		if get < 0 && a.GetVerb() == "get" && a.GetResource().Resource == "statefulsets" {
+			get = len(out)
+		}
 		out = append(out, a)
 	}
-	return out
+	if !ordered {
+		return f.client.Actions()
+	}
+	sort.SliceStable(removals, func(i, j int) bool {
+		return describe(removals[i : i+1])[0] < describe(removals[j : j+1])[0]
+	})
+	if len(removals) == 0 {
+		return out
+	}
+	return slices.Concat(out[:get+1], removals, out[get+1:])
+}
+
+func isRemoval(a core.Action) bool {
+	return (a.GetVerb() == "delete" && a.GetResource().Resource == "pods") ||
+		(a.GetVerb() == "create" && a.GetSubresource() == "eviction")
 }
 
 // describe renders actions as short strings: "delete pods web-2", "create
@@ -301,9 +333,19 @@ func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
 	if err := f.run(key(sts)); err != nil {
 		t.Fatalf("a 429 must not be an error to retry hot: %v", err)
 	}
-	want := []string{"get statefulsets web", "create pods/eviction web-2", "patch statefulsets web"}
+	// The sender hands the refusal to the next plan, and asks for it.
+	if n := f.c.queue.Len(); n != 1 {
+		t.Fatalf("queue length = %d after a 429, want 1 (the refusal is planned on)", n)
+	}
+	k, _ := f.c.queue.Get()
+	f.c.queue.Done(k)
+	f.c.queue.Forget(k)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatalf("a 429 must not be an error to retry hot: %v", err)
+	}
+	want := []string{"get statefulsets web", "create pods/eviction web-2", "patch statefulsets web", "patch statefulsets web"}
 	if diff := cmp.Diff(want, describe(f.actions())); diff != "" {
-		t.Fatalf("actions (-want +got):\n%s", diff)
+		t.Fatalf("actions (-want +got): the refused pod must not be evicted again at once\n%s", diff)
 	}
 	st := f.status()
 	if st == nil || st.Phase != policy.PhaseBlocked || st.Reason != policy.ReasonEvictionBlocked {
@@ -322,6 +364,14 @@ func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
 	f.clock.Step(evictionRetry)
 	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
 		t.Errorf("the StatefulSet was not requeued after %s", evictionRetry)
+	}
+	// Once the refusal lapses, the pod is tried again.
+	f.client.ClearActions()
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(f.actions()); !slices.Contains(got, "create pods/eviction web-2") {
+		t.Errorf("actions %v after the refusal lapsed: want web-2 evicted again", got)
 	}
 }
 
@@ -602,6 +652,12 @@ func TestSyncEvictsThroughOneBudgetOneAtATime(t *testing.T) {
 			f.remover = r
 			if err := f.run(key(sts)); err != nil {
 				t.Fatal(err)
+			}
+			if tc.refuse {
+				// The refusal is said by the next plan.
+				if err := f.run(key(sts)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if r.sent != tc.wantSent {
 				t.Errorf("%d evictions sent, want %d", r.sent, tc.wantSent)

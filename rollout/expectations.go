@@ -31,6 +31,8 @@ type expectations struct {
 type expected struct {
 	at     time.Time
 	method policy.Method
+	// until, when set, ends the expectation sooner than expectationsTimeout.
+	until time.Time
 }
 
 func newExpectations(c clock.PassiveClock) *expectations {
@@ -44,7 +46,29 @@ func (e *expectations) expect(key cache.ObjectName, uid types.UID, m policy.Meth
 	if e.pending[key] == nil {
 		e.pending[key] = map[types.UID]expected{}
 	}
-	e.pending[key][uid] = expected{e.clock.Now(), m}
+	e.pending[key][uid] = expected{at: e.clock.Now(), method: m}
+}
+
+// hold records a removal that may or may not have happened (its answer was
+// lost): the pod counts as on its way out for d at most.
+func (e *expectations) hold(key cache.ObjectName, uid types.UID, m policy.Method, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pending[key] == nil {
+		e.pending[key] = map[types.UID]expected{}
+	}
+	now := e.clock.Now()
+	e.pending[key][uid] = expected{at: now, method: m, until: now.Add(d)}
+}
+
+// drop forgets one expectation: the removal was refused or not sent.
+func (e *expectations) drop(key cache.ObjectName, uid types.UID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pending[key], uid)
+	if len(e.pending[key]) == 0 {
+		delete(e.pending, key)
+	}
 }
 
 // outstanding drops the expectations the pods (the StatefulSet's pods as the
@@ -66,7 +90,7 @@ func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) map
 	now := e.clock.Now()
 	var out map[types.UID]policy.Method
 	for uid, x := range uids {
-		if !alive[uid] || now.Sub(x.at) > expectationsTimeout {
+		if !alive[uid] || now.Sub(x.at) > expectationsTimeout || (!x.until.IsZero() && !now.Before(x.until)) {
 			delete(uids, uid)
 			continue
 		}

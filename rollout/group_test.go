@@ -38,7 +38,7 @@ func TestSyncRolloutGroup(t *testing.T) {
 			deletes = append(deletes, d)
 		}
 	}
-	want := []string{"delete pods zone-b-0", "create pods/eviction other-1"}
+	want := []string{"create pods/eviction other-1", "delete pods zone-b-0"}
 	if diff := cmp.Diff(want, deletes); diff != "" {
 		t.Errorf("deletions (-want +got):\n%s", diff)
 	}

@@ -351,14 +351,15 @@ func TestForeignPodsNeverTouched(t *testing.T) {
 			t.Errorf("a pod the StatefulSet does not control was removed: %s", a)
 		}
 	}
-	// And the removal itself re-checks ownership.
-	_, ctx := ktesting.NewTestContext(t)
+	// And the sender itself re-checks ownership.
 	f.client.ClearActions()
+	var ds []policy.Deletion
 	for _, p := range []*corev1.Pod{orphan, foreign} {
-		if _, err := f.c.remove(ctx, key(sts), sts, policy.Config{}, policy.Deletion{Pod: p, Method: policy.MethodDelete}); err != nil {
-			t.Fatal(err)
-		}
+		ds = append(ds, policy.Deletion{Pod: p, Method: policy.MethodDelete})
 	}
+	_, ctx := ktesting.NewTestContext(t)
+	f.c.sender.send(ctx, key(sts), sts, policy.Config{}, ds, nil)
+	f.c.sender.idle()
 	if got := describe(f.actions()); len(got) != 0 {
 		t.Errorf("remove acted on pods the StatefulSet does not control: %v", got)
 	}

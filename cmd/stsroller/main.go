@@ -99,8 +99,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Path to a kubeconfig. Empty: in-cluster configuration.")
 	fs.StringVar(&o.namespace, "namespace", "", "Only manage StatefulSets in this namespace. Empty: all namespaces.")
 	fs.IntVar(&o.workers, "workers", 16, "StatefulSets planned concurrently.")
-	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Queries per second to the API server.")
-	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of queries to the API server.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Queries per second to the API server (removals, status patches, reads); Events and the Lease have a limit each of their own.")
+	fs.IntVar(&o.burst, "kube-api-burst", 200, "Burst of queries to the API server.")
 	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "Informer resync period. Resyncs that carry no change are ignored: stsroller looks again by itself when a wait ends (minReadySeconds, progress deadline, DNS checks, a blocked eviction).")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" turns it off.")
@@ -215,10 +215,22 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	// Events and the Lease get a client, and so a rate limiter, of their
-	// own: a burst of removals must neither delay the renewal of the Lease
-	// (and lose it) nor wait behind a burst of events.
-	sideClient, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
+	// Events and the Lease get a client, and so a rate limiter, each of
+	// their own: a burst of removals must neither delay the renewal of the
+	// Lease (and lose it) nor wait behind a burst of events, and a burst of
+	// events must not delay the Lease either.
+	// (Instrument's token bucket is shared by every client of cfg: each of
+	// these drops it and gets one of the same QPS and burst.)
+	own := func() *rest.Config {
+		c := rest.CopyConfig(cfg)
+		c.RateLimiter = nil
+		return c
+	}
+	eventClient, err := kubernetes.NewForConfig(own())
+	if err != nil {
+		return err
+	}
+	leaseClient, err := kubernetes.NewForConfig(own())
 	if err != nil {
 		return err
 	}
@@ -249,12 +261,12 @@ func run(ctx context.Context, o *options) error {
 	lead := func(ctx context.Context) error {
 		m.Leader.Set(1)
 		defer m.Leader.Set(0)
-		return runController(ctx, o, client, sideClient, prober, m, &ready, locks)
+		return runController(ctx, o, client, eventClient, prober, m, &ready, locks)
 	}
 	if !o.leaderElect {
 		return lead(ctx)
 	}
-	return runLeaderElection(ctx, o, sideClient, lead, logger)
+	return runLeaderElection(ctx, o, leaseClient, lead, logger)
 }
 
 func runController(ctx context.Context, o *options, client, eventClient kubernetes.Interface, prober dnsprobe.Prober, m *metrics.Metrics, ready *atomic.Bool, locks *rollout.LockOptions) error {

@@ -37,7 +37,7 @@ app.kubernetes.io/component: controller
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "delete", "patch"]
+  verbs: ["get", "list", "watch", "delete", "patch"]
 - apiGroups: [""]
   resources: ["pods/eviction"]
   verbs: ["create"]
