@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,20 +17,26 @@ import (
 // node).
 const stuckAfter = 30 * time.Second
 
-// candidate is one live outdated pod the planner may remove.
+// candidate is one live outdated pod the planner may remove. It is kept
+// small: a StatefulSet may have thousands.
 type candidate struct {
-	ordinal   int
-	pod       *corev1.Pod
+	pod *corev1.Pod
+	// name is the pod's, copied while the census counts the pod: choose
+	// looks the budgets up by it without going back to the pod.
+	name      string
+	ordinal   int32
 	available bool
 	leader    bool
-	// drain is the pod's request of this rollout (draining pods only).
-	drain Drain
 	// staleDrain: the pod carries a drain request that does not count (of
 	// another revision, or the handshake is off).
 	staleDrain bool
 }
 
-func (c *candidate) name() string { return c.pod.Name }
+// asked is a candidate asked to drain for this rollout, with its request.
+type asked struct {
+	candidate
+	drain Drain
+}
 
 // census is step 1 of a plan: what the StatefulSet's pods are, counted over
 // the ordinals it should have. Missing ordinals are counted, never
@@ -54,7 +61,7 @@ type census struct {
 	// draining: Ready outdated pods asked to drain for this rollout (the
 	// handshake on, the request naming the update revision), leaders
 	// included, highest ordinal first.
-	draining []candidate
+	draining []asked
 	// others counts live outdated pods that are not leaders, of every kind.
 	others int32
 	// leftover: live pods at the update revision that carry a drain
@@ -72,6 +79,9 @@ type census struct {
 	// stuck names terminating pods past their grace period by stuckAfter.
 	stuck      int
 	stuckFirst []string
+
+	// scratch is the memory of the slices above, until release.
+	scratch *scratch
 
 	// requeue is when a pod passes minReadySeconds, or a terminating pod
 	// turns stuck: the plan changes then though nothing else does.
@@ -112,7 +122,10 @@ func (c *census) replacementsPending() bool {
 	return c.updatedAvailable < min(c.coming(), c.target)
 }
 
-// take counts the StatefulSet's pods; see census.
+// take counts the StatefulSet's pods; see census. It reads each pod once,
+// in the order of Input.Pods, into a small fact (read), then counts the
+// facts highest ordinal first (count): a StatefulSet may have thousands of
+// pods, and going to one is what costs. Call release once the plan is made.
 func take(in Input) census {
 	sts := in.StatefulSet
 	replicas := max(Replicas(sts), 0)
@@ -120,118 +133,297 @@ func take(in Input) census {
 		replicas: replicas,
 		target:   max(replicas-in.Config.Partition, 0),
 	}
-	start := 0
-	if sts.Spec.Ordinals != nil {
-		start = int(sts.Spec.Ordinals.Start)
+	r := newReader(in)
+	sc := scratches.Get().(*scratch)
+	c.scratch = sc
+	sc.facts = resize(sc.facts, len(in.Pods))
+	facts := sc.facts
+	var kinds [podKinds]int
+	n := 0
+	for i, p := range in.Pods {
+		f := r.read(p)
+		facts[i] = f
+		if f.ordinal >= 0 {
+			n++
+			kinds[f.kind]++
+		}
 	}
-	pods := inRange(sts, in.Pods, start, int(replicas))
-	c.present = int32(len(pods))
+	if k := kinds[podUnhealthy] + kinds[podLeader] + kinds[podHealthy]; k > 0 {
+		// One slice for the candidates of every kind, each kind its
+		// part: nothing grows by appending. Sized before duplicates are
+		// dropped, so it may be a little long.
+		sc.slab = resize(sc.slab, k)
+		slab := sc.slab
+		c.unhealthy, slab = slab[:0:kinds[podUnhealthy]], slab[kinds[podUnhealthy]:]
+		c.leaders, c.healthy = slab[:0:kinds[podLeader]], slab[kinds[podLeader]:][:0]
+	}
+	if k := kinds[podDraining]; k > 0 {
+		c.draining = make([]asked, 0, k)
+	}
+	for _, i := range inRange(sc, facts, r.start, int(replicas), n) {
+		c.count(&r, in.Pods[i], facts[i])
+	}
+	return c
+}
 
-	minReady := time.Duration(sts.Spec.MinReadySeconds) * time.Second
-	leader := in.Config.LeaderSelector
-	if leader == nil {
-		leader = labels.Nothing()
+// scratch is take's working memory, reused from plan to plan: a
+// StatefulSet of 10,000 pods needs about 330 kB of it, and fresh memory
+// for each plan costs more than reusing it (cache misses, garbage
+// collections). No plan refers to it once made.
+type scratch struct {
+	facts []fact      // by index in Input.Pods
+	at    []int32     // inRange's pods by ordinal
+	slab  []candidate // census.unhealthy, leaders and healthy
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// release gives the census's scratch back, once the plan is made.
+func (c *census) release() {
+	if c.scratch == nil {
+		return
 	}
-	dnsOn := in.Config.DNSDomain != ""
-	rev := sts.Status.UpdateRevision
+	clear(c.scratch.slab) // no pod kept alive by it
+	scratches.Put(c.scratch)
+	*c = census{}
+}
+
+// resize returns s with length n, in its own array when that is large
+// enough. The elements are not cleared.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// podKind is what a pod in range is to the census.
+type podKind uint8
+
+const (
+	podTerminating podKind = iota
+	podUpdated
+	podUnlabelled
+	// The kinds of outdated live pods, the candidates.
+	podUnhealthy
+	podDraining
+	podLeader
+	podHealthy
+	podKinds
+)
+
+// fact is what the census needs of one pod, read once.
+type fact struct {
+	// ordinal is the pod's, -1 when the pod is outside the range.
+	ordinal int32
+	kind    podKind
+	flags   factFlags
+}
+
+type factFlags uint8
+
+const (
+	factAvailable factFlags = 1 << iota
+	factLeader
+	// factStaleDrain: see candidate.staleDrain.
+	factStaleDrain
+	// factDrainRequest: an updated pod with a drain request (leftover).
+	factDrainRequest
+	// factStuck: terminating past its grace period by stuckAfter.
+	factStuck
+	// factWait: the pod's state changes with time (a terminating pod
+	// turns stuck, a Ready pod passes minReadySeconds): count asks when.
+	factWait
+	// factWaitingDNS, factUnreachable: see census.waitingDNS, unreachable.
+	factWaitingDNS
+	factUnreachable
+)
+
+func (f fact) has(fl factFlags) bool { return f.flags&fl != 0 }
+
+// reader reads pods into facts.
+type reader struct {
+	in         Input
+	name, rev  string
+	start      int
+	replicas   int
+	minReady   time.Duration
+	leader     labels.Selector
+	dnsOn      bool
+	drainOn    bool
+	removingOn bool
+}
+
+func newReader(in Input) reader {
+	sts := in.StatefulSet
+	r := reader{
+		in:         in,
+		name:       sts.Name,
+		rev:        sts.Status.UpdateRevision,
+		replicas:   int(max(Replicas(sts), 0)),
+		minReady:   time.Duration(sts.Spec.MinReadySeconds) * time.Second,
+		leader:     in.Config.LeaderSelector,
+		dnsOn:      in.Config.DNSDomain != "",
+		drainOn:    in.Config.DrainTimeout > 0,
+		removingOn: len(in.Removing) > 0,
+	}
+	if sts.Spec.Ordinals != nil {
+		r.start = int(sts.Spec.Ordinals.Start)
+	}
+	if r.leader == nil {
+		r.leader = labels.Nothing()
+	}
+	return r
+}
+
+// read is what the census needs of the pod. Pods beyond the range (a
+// scale-down under way) are left to the built-in controller.
+func (r *reader) read(p *corev1.Pod) fact {
+	o, ok := ordinalAfter(p.Name, r.name)
+	if !ok || o < r.start || o-r.start >= r.replicas {
+		return fact{ordinal: -1}
+	}
+	f := fact{ordinal: int32(o), kind: podTerminating}
+	if r.removingOn && p.DeletionTimestamp == nil {
+		if _, ok := r.in.Removing[p.UID]; ok {
+			// Removed by us, not yet seen so: on its way out.
+			return f
+		}
+	}
+	if p.DeletionTimestamp != nil {
+		if !r.in.Now.Before(p.DeletionTimestamp.Add(stuckAfter)) {
+			f.flags |= factStuck
+		} else {
+			f.flags |= factWait
+		}
+		return f
+	}
+	ready := IsRunningAndReady(p)
+	dnsOK := true
+	if r.dnsOn {
+		d := r.in.DNS[p.Name]
+		dnsOK = d.Propagated && !d.Unreachable
+		if !dnsOK && p.Status.PodIP != "" {
+			f.flags |= factWaitingDNS
+		}
+		if d.Unreachable {
+			f.flags |= factUnreachable
+		}
+	}
+	if ready && dnsOK {
+		f.flags |= factAvailable
+		// Without minReadySeconds, Ready is available at once, even
+		// when the kubelet's clock runs ahead of ours.
+		if r.minReady > 0 && r.in.Now.Sub(readySince(p)) < r.minReady {
+			f.flags &^= factAvailable
+			f.flags |= factWait
+		}
+	}
+	rev, labelled := p.Labels[appsv1.ControllerRevisionHashLabelKey]
+	switch {
+	case labelled && rev == r.rev:
+		f.kind = podUpdated
+		if HasDrainRequest(p) {
+			f.flags |= factDrainRequest
+		}
+	case !labelled || rev == "":
+		f.kind = podUnlabelled
+	default:
+		if r.leader.Matches(labels.Set(p.Labels)) {
+			f.flags |= factLeader
+		}
+		switch {
+		case !ready:
+			f.kind = podUnhealthy
+		case r.drainOn && PodDrain(p).For(r.rev):
+			f.kind = podDraining
+		default:
+			if HasDrainRequest(p) {
+				f.flags |= factStaleDrain
+			}
+			f.kind = podHealthy
+			if f.has(factLeader) {
+				f.kind = podLeader
+			}
+		}
+	}
+	return f
+}
+
+// count adds a pod in range, read as f, to the census. It reads the pod
+// again only for what it names, and for when it changes.
+func (c *census) count(r *reader, p *corev1.Pod, f fact) {
+	c.present++
 	wait := func(d time.Duration) {
 		if d > 0 && (c.requeue == 0 || d < c.requeue) {
 			c.requeue = d
 		}
 	}
-	for _, s := range pods {
-		p := s.pod
-		if _, ok := in.Removing[p.UID]; ok && p.DeletionTimestamp == nil {
-			// Removed by us, not yet seen so: on its way out.
-			c.terminating++
-			continue
-		}
-		if p.DeletionTimestamp != nil {
-			c.terminating++
-			if end := p.DeletionTimestamp.Add(stuckAfter); !in.Now.Before(end) {
-				c.stuck++
-				if len(c.stuckFirst) < maxListed {
-					c.stuckFirst = append(c.stuckFirst, stuckWhy(p))
-				}
-			} else {
-				wait(end.Sub(in.Now))
-			}
-			continue
-		}
-		ready := IsRunningAndReady(p)
-		dnsOK := true
-		if dnsOn {
-			d := in.DNS[p.Name]
-			dnsOK = d.Propagated && !d.Unreachable
-			if !dnsOK && p.Status.PodIP != "" {
-				c.waitingDNS++
-				if len(c.waitingDNSFirst) < maxListed {
-					c.waitingDNSFirst = append(c.waitingDNSFirst, p.Name)
-					if c.waitingDNSWhy == nil {
-						c.waitingDNSWhy = map[string]string{}
-					}
-					c.waitingDNSWhy[p.Name] = d.Message
-				}
-			}
-			if d.Unreachable {
-				c.unreachable++
-				if len(c.unreachableFirst) < maxListed {
-					c.unreachableFirst = append(c.unreachableFirst, p.Name+": "+d.Message)
-				}
-			}
-		}
-		available := false
-		if ready && dnsOK {
-			available = true
-			// Without minReadySeconds, Ready is available at once, even
-			// when the kubelet's clock runs ahead of ours.
-			if minReady > 0 {
-				if since := in.Now.Sub(readySince(p)); since < minReady {
-					available = false
-					wait(minReady - since)
-				}
-			}
-		}
-		r, labelled := p.Labels[appsv1.ControllerRevisionHashLabelKey]
-		updated := labelled && r == rev
-		if available {
-			c.available++
-		}
+	if f.kind == podTerminating {
+		c.terminating++
 		switch {
-		case updated:
-			c.updated++
-			if available {
-				c.updatedAvailable++
+		case f.has(factStuck):
+			c.stuck++
+			if len(c.stuckFirst) < maxListed {
+				c.stuckFirst = append(c.stuckFirst, stuckWhy(p))
 			}
-			if HasDrainRequest(p) {
-				c.leftover = append(c.leftover, p)
+		case f.has(factWait):
+			wait(p.DeletionTimestamp.Add(stuckAfter).Sub(r.in.Now))
+		}
+		return
+	}
+	if f.has(factWaitingDNS) {
+		c.waitingDNS++
+		if len(c.waitingDNSFirst) < maxListed {
+			c.waitingDNSFirst = append(c.waitingDNSFirst, p.Name)
+			if c.waitingDNSWhy == nil {
+				c.waitingDNSWhy = map[string]string{}
 			}
-		case !labelled || r == "":
-			c.unlabelled = append(c.unlabelled, p.Name)
-		default:
-			c.outdated++
-			v := candidate{ordinal: s.ordinal, pod: p, available: available, leader: leader.Matches(labels.Set(p.Labels))}
-			if !v.leader {
-				c.others++
-			}
-			dr := PodDrain(p)
-			switch {
-			case !ready:
-				c.unhealthy = append(c.unhealthy, v)
-			case in.Config.DrainTimeout > 0 && dr.For(rev):
-				v.drain = dr
-				c.draining = append(c.draining, v)
-			default:
-				v.staleDrain = HasDrainRequest(p)
-				if v.leader {
-					c.leaders = append(c.leaders, v)
-				} else {
-					c.healthy = append(c.healthy, v)
-				}
-			}
+			c.waitingDNSWhy[p.Name] = r.in.DNS[p.Name].Message
 		}
 	}
-	return c
+	if f.has(factUnreachable) {
+		c.unreachable++
+		if len(c.unreachableFirst) < maxListed {
+			c.unreachableFirst = append(c.unreachableFirst, p.Name+": "+r.in.DNS[p.Name].Message)
+		}
+	}
+	if f.has(factWait) {
+		wait(r.minReady - r.in.Now.Sub(readySince(p)))
+	}
+	available := f.has(factAvailable)
+	if available {
+		c.available++
+	}
+	switch f.kind {
+	case podUpdated:
+		c.updated++
+		if available {
+			c.updatedAvailable++
+		}
+		if f.has(factDrainRequest) {
+			c.leftover = append(c.leftover, p)
+		}
+		return
+	case podUnlabelled:
+		c.unlabelled = append(c.unlabelled, p.Name)
+		return
+	}
+	c.outdated++
+	v := candidate{pod: p, name: p.Name, ordinal: f.ordinal, available: available, leader: f.has(factLeader), staleDrain: f.has(factStaleDrain)}
+	if !v.leader {
+		c.others++
+	}
+	switch f.kind {
+	case podUnhealthy:
+		c.unhealthy = append(c.unhealthy, v)
+	case podDraining:
+		c.draining = append(c.draining, asked{v, PodDrain(p)})
+	case podLeader:
+		c.leaders = append(c.leaders, v)
+	default:
+		c.healthy = append(c.healthy, v)
+	}
 }
 
 // withdrawAll withdraws every drain request on the StatefulSet's live pods.
@@ -261,39 +453,39 @@ func (c *census) withdrawAll(why string) []Withdrawal {
 	return out
 }
 
-// slot is a pod at its ordinal.
-type slot struct {
-	ordinal int
-	pod     *corev1.Pod
-}
-
-// inRange returns the pods at ordinals [start, start+replicas), highest
-// ordinal first. Pods beyond the range (a scale-down under way) are left to
-// the built-in controller.
-func inRange(sts *appsv1.StatefulSet, pods []*corev1.Pod, start, replicas int) []slot {
-	out := make([]slot, 0, len(pods))
-	for _, p := range pods {
-		if o, ok := ordinalAfter(p.Name, sts.Name); ok && o >= start && o-start < replicas {
-			out = append(out, slot{o, p})
-		}
-	}
+// inRange returns the indexes of the n pods read in range, highest ordinal
+// first, in sc's memory.
+func inRange(sc *scratch, facts []fact, start, replicas, n int) []int32 {
 	// Ordinals are dense in practice: place each pod by its ordinal in
 	// linear time; sort only when they are sparse (replicas far above the
 	// pods that exist).
-	if n := len(out); n > 1 && replicas <= 4*n {
-		at := make([]int32, replicas)
-		for i, s := range out {
-			at[replicas-1-(s.ordinal-start)] = int32(i) + 1
-		}
-		sorted := make([]slot, 0, n)
-		for _, i := range at {
-			if i > 0 {
-				sorted = append(sorted, out[i-1])
+	if n > 1 && replicas <= 4*n {
+		sc.at = resize(sc.at, replicas)
+		at := sc.at
+		clear(at)
+		for i, f := range facts {
+			if f.ordinal >= 0 {
+				at[replicas-1-(int(f.ordinal)-start)] = int32(i) + 1
 			}
 		}
-		return sorted
+		// out shares at's array: the k-th pod found goes to index k,
+		// which the loop has read already.
+		out := at[:0]
+		for _, i := range at {
+			if i > 0 {
+				out = append(out, i-1)
+			}
+		}
+		return out
 	}
-	slices.SortFunc(out, func(a, b slot) int { return b.ordinal - a.ordinal })
+	sc.at = resize(sc.at, n)
+	out := sc.at[:0]
+	for i, f := range facts {
+		if f.ordinal >= 0 {
+			out = append(out, int32(i))
+		}
+	}
+	slices.SortFunc(out, func(a, b int32) int { return int(facts[b].ordinal) - int(facts[a].ordinal) })
 	return out
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/stsroller/stsroller/pdb"
@@ -20,7 +21,7 @@ type guard struct {
 // choice is step 2 of a plan: the deletions, and what held others back.
 type choice struct {
 	deletions []Deletion
-	// names of the removed pods, for the status message.
+	// names of the first maxListed removed pods, for the status message.
 	names []string
 	// unhealthyDeleted counts the direct deletions among them.
 	unhealthyDeleted int
@@ -61,13 +62,18 @@ func choose(in Input, c *census) choice {
 	ch := choice{unavailable: c.unavailable(), inFlight: c.inFlight()}
 	room := c.room()
 
+	// Room for the unhealthy pods removed, which may be hundreds, and a
+	// few evictions.
+	if n := min(int64(len(c.unhealthy)), int64(room), int64(maxU)-int64(ch.inFlight)); n > 0 {
+		ch.deletions = make([]Deletion, 0, n+maxListed)
+	}
 	for i := range c.unhealthy {
 		v := &c.unhealthy[i]
 		if room <= 0 || ch.inFlight >= maxU {
 			break
 		}
-		ch.add(v, MethodDelete, RemovalUnhealthy, fmt.Sprintf(
-			"%s is outdated and not ready (%s): replaced first, it costs no availability", v.name(), unhealthyWhy(v.pod)))
+		ch.add(v, MethodDelete, RemovalUnhealthy,
+			v.name+" is outdated and not ready ("+unhealthyWhy(v.pod)+"): replaced first, it costs no availability")
 		room--
 		ch.inFlight++
 		ch.unhealthyDeleted++
@@ -92,7 +98,7 @@ func choose(in Input, c *census) choice {
 		if ch.guard != nil || room <= 0 || ch.unavailable >= maxU {
 			break
 		}
-		budgets := in.Budgets[v.name()]
+		budgets := in.Budgets[v.name]
 		if ch.heldBack(v, budgets, used) {
 			continue
 		}
@@ -100,11 +106,11 @@ func choose(in Input, c *census) choice {
 			used[b.Name]++
 		}
 		why := RemovalOutdated
-		msg := fmt.Sprintf("%s is outdated (ordinal %d, highest first); %d of %d pods unavailable allowed",
-			v.name(), v.ordinal, maxU, c.replicas)
+		msg := v.name + " is outdated (ordinal " + strconv.Itoa(int(v.ordinal)) + ", highest first); " +
+			strconv.Itoa(int(maxU)) + " of " + strconv.Itoa(int(c.replicas)) + " pods unavailable allowed"
 		if v.leader {
 			why = RemovalLeader
-			msg = fmt.Sprintf("%s is the leader and the last outdated pod, every other pod updated and available: replaced once, last and alone", v.name())
+			msg = v.name + " is the leader and the last outdated pod, every other pod updated and available: replaced once, last and alone"
 		}
 		ch.evictOrAsk(in, v, why, msg)
 		v.staleDrain = false // a new request, or the pod goes
@@ -153,7 +159,9 @@ func uncountedEvictions(in Input) map[string]int32 {
 
 func (ch *choice) add(v *candidate, m Method, why Removal, msg string) {
 	ch.deletions = append(ch.deletions, Deletion{Pod: v.pod, Method: m, Why: why, Message: msg})
-	ch.names = append(ch.names, v.name())
+	if len(ch.names) < maxListed {
+		ch.names = append(ch.names, v.name)
+	}
 }
 
 // heldBack reports whether a budget holds the pod back, counting the
@@ -169,9 +177,9 @@ func (ch *choice) heldBack(v *candidate, budgets []pdb.Budget, used map[string]i
 		switch {
 		case len(ch.pdbBlocked) == maxListed:
 		case b.Stale:
-			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name(), b.Name))
+			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s: status not yet observed)", v.name, b.Name))
 		default:
-			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name(), b.Name))
+			ch.pdbBlocked = append(ch.pdbBlocked, fmt.Sprintf("%s (PodDisruptionBudget %s allows no more disruptions)", v.name, b.Name))
 		}
 		return true
 	}

@@ -121,21 +121,21 @@ func (d Drain) Decide(timeout time.Duration, now time.Time) (DrainOutcome, time.
 // counted once, every budget's headroom with its own disruption, and a leader
 // only at its turn. It returns the room left.
 func (ch *choice) drained(in Input, c *census, room int32, used map[string]int32, turn leaderTurn) int32 {
-	var kept []*candidate
+	var kept []*asked
 	for i := range c.draining {
 		v := &c.draining[i]
 		switch {
 		case v.leader && !turn.next:
-			ch.withdraw(v.pod, fmt.Sprintf("%s is a leader now, and leaders go only once every other pod is updated", v.name()))
+			ch.withdraw(v.pod, fmt.Sprintf("%s is a leader now, and leaders go only once every other pod is updated", v.name))
 		case room <= 0:
-			ch.withdraw(v.pod, fmt.Sprintf("%s is no longer to be updated (the partition keeps it at its revision)", v.name()))
+			ch.withdraw(v.pod, fmt.Sprintf("%s is no longer to be updated (the partition keeps it at its revision)", v.name))
 		default:
 			room--
 			kept = append(kept, v)
 			if v.available {
 				ch.unavailable++
 			}
-			for _, b := range in.Budgets[v.name()] {
+			for _, b := range in.Budgets[v.name] {
 				used[b.Name]++
 			}
 		}
@@ -170,11 +170,11 @@ func (ch *choice) drained(in Input, c *census, room int32, used map[string]int32
 		}
 		// The pod's own disruption is held already: the budget must allow
 		// it, not one more.
-		budgets := in.Budgets[v.name()]
+		budgets := in.Budgets[v.name]
 		for _, b := range budgets {
 			used[b.Name]--
 		}
-		held := ch.heldBack(v, budgets, used)
+		held := ch.heldBack(&v.candidate, budgets, used)
 		for _, b := range budgets {
 			used[b.Name]++
 		}
@@ -183,11 +183,11 @@ func (ch *choice) drained(in Input, c *census, room int32, used map[string]int32
 			continue
 		}
 		if out == DrainCompleted {
-			ch.add(v, MethodEvict, RemovalDrained, fmt.Sprintf(
-				"%s answered its drain request of %s (%s): evicted", v.name(), requested, AnnotationDrainComplete))
+			ch.add(&v.candidate, MethodEvict, RemovalDrained, fmt.Sprintf(
+				"%s answered its drain request of %s (%s): evicted", v.name, requested, AnnotationDrainComplete))
 		} else {
-			ch.add(v, MethodEvict, RemovalDrainTimedOut, fmt.Sprintf(
-				"%s did not answer its drain request of %s within %s: evicted anyway", v.name(), requested, in.Config.DrainTimeout))
+			ch.add(&v.candidate, MethodEvict, RemovalDrainTimedOut, fmt.Sprintf(
+				"%s did not answer its drain request of %s within %s: evicted anyway", v.name, requested, in.Config.DrainTimeout))
 		}
 		if v.leader {
 			ch.leaderGone = true

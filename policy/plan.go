@@ -128,6 +128,7 @@ type Plan struct {
 // census of the pods, choose the deletions, say the status.
 func Compute(in Input) Plan {
 	c := take(in)
+	defer c.release()
 	st := Status{
 		UpdateRevision:     in.StatefulSet.Status.UpdateRevision,
 		Replicas:           c.replicas,
@@ -271,12 +272,12 @@ func rolling(in Input, c *census, ch *choice) (Phase, string, string) {
 	switch {
 	case ch.guard != nil && len(ch.deletions) > 0:
 		return ch.guard.phase, ch.guard.reason, fmt.Sprintf("%s; meanwhile removing unhealthy %s; %s%s",
-			ch.guard.message, listSome(ch.names, len(ch.names), ", "), progress, also)
+			ch.guard.message, listSome(ch.names, len(ch.deletions), ", "), progress, also)
 	case (len(ch.waitDrain) > 0 || len(ch.deletions) > 0) && onlyDrainRequests(ch.deletions):
 		return PhaseRolling, ReasonWaitingForDrain, waitingForDrainMessage(ch, in.Config) + also
 	case len(ch.deletions) > 0:
 		return PhaseRolling, ReasonDeletingPods, fmt.Sprintf("removing %s; %s%s",
-			listSome(ch.names, len(ch.names), ", "), progress, also)
+			listSome(ch.names, len(ch.deletions), ", "), progress, also)
 	case ch.guard != nil:
 		return ch.guard.phase, ch.guard.reason, ch.guard.message + also
 	case ch.pdbBlockedCount > 0 && ch.inFlight > 0:
