@@ -41,24 +41,23 @@ func newExpectations(c clock.PassiveClock) *expectations {
 
 // expect records that the pod with this UID was removed, and how.
 func (e *expectations) expect(key cache.ObjectName, uid types.UID, m policy.Method) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.pending[key] == nil {
-		e.pending[key] = map[types.UID]expected{}
-	}
-	e.pending[key][uid] = expected{at: e.clock.Now(), method: m}
+	e.put(key, uid, expected{at: e.clock.Now(), method: m})
 }
 
 // hold records a removal that may or may not have happened (its answer was
 // lost): the pod counts as on its way out for d at most.
 func (e *expectations) hold(key cache.ObjectName, uid types.UID, m policy.Method, d time.Duration) {
+	now := e.clock.Now()
+	e.put(key, uid, expected{at: now, method: m, until: now.Add(d)})
+}
+
+func (e *expectations) put(key cache.ObjectName, uid types.UID, x expected) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.pending[key] == nil {
 		e.pending[key] = map[types.UID]expected{}
 	}
-	now := e.clock.Now()
-	e.pending[key][uid] = expected{at: now, method: m, until: now.Add(d)}
+	e.pending[key][uid] = x
 }
 
 // drop forgets one expectation: the removal was refused or not sent.

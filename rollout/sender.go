@@ -148,6 +148,15 @@ func (s *sender) spendLocked(pod *corev1.Pod, budgets []pdb.Budget) {
 	}
 }
 
+// notRemoved settles a removal that did not happen (refused, not sent, or
+// the pod found as planned): it is expected no more, its budgets' accounts
+// give the disruption back, and its step hears of it.
+func (s *sender) notRemoved(j *job) {
+	s.c.expectations.drop(j.key, j.d.Pod.UID)
+	s.unspend(j)
+	j.step.finish(j, false)
+}
+
 // unspend takes a removal that did not happen out of its budgets' accounts.
 func (s *sender) unspend(j *job) {
 	s.mu.Lock()
@@ -190,9 +199,7 @@ func (s *sender) run(lane string) {
 			delete(s.lanes, lane)
 			s.mu.Unlock()
 			for _, j := range q {
-				s.c.expectations.drop(j.key, j.d.Pod.UID)
-				s.unspend(j)
-				j.step.finish(j, false)
+				s.notRemoved(j)
 			}
 			return
 		}
@@ -206,9 +213,7 @@ func (s *sender) run(lane string) {
 		s.mu.Unlock()
 		if closed {
 			<-s.sem
-			s.c.expectations.drop(j.key, j.d.Pod.UID)
-			s.unspend(j)
-			j.step.finish(j, false)
+			s.notRemoved(j)
 			continue
 		}
 		refused := s.remove(j)
@@ -237,9 +242,7 @@ func (s *sender) remove(j *job) string {
 		// Never touch a pod that is not this StatefulSet's (orphaned, or
 		// owned by another object of the same name).
 		logger.Info("Not removing a pod the StatefulSet does not control")
-		c.expectations.drop(j.key, d.Pod.UID)
-		s.unspend(j)
-		j.step.finish(j, false)
+		s.notRemoved(j)
 		return ""
 	}
 	var err error
@@ -260,15 +263,11 @@ func (s *sender) remove(j *job) string {
 		// The pod's own update or deletion requeues us; this is the
 		// fallback, spaced so that a pod that keeps changing is no hot loop.
 		logger.V(4).Info("Pod changed since it was planned; planning again", "err", err, "after", conflictRetry)
-		c.expectations.drop(j.key, d.Pod.UID)
-		s.unspend(j)
-		j.step.finish(j, false)
+		s.notRemoved(j)
 		c.queue.AddAfter(j.key, conflictRetry)
 	case isAnswer(err):
 		// The API server answered no: nothing was removed.
-		c.expectations.drop(j.key, d.Pod.UID)
-		s.unspend(j)
-		j.step.finish(j, false)
+		s.notRemoved(j)
 		utilruntime.HandleError(fmt.Errorf("removing pod %s/%s (%s): %w", d.Pod.Namespace, d.Pod.Name, d.Method, err))
 		c.queue.AddRateLimited(j.key)
 	default:
@@ -301,9 +300,7 @@ func (s *sender) lost(ctx context.Context, j *job, cause error) {
 		j.log.V(2).Info("The answer to a removal was lost, but the pod went", "pod", klog.KObj(p), "err", cause)
 		s.removed(ctx, j)
 	case err == nil:
-		c.expectations.drop(j.key, p.UID)
-		s.unspend(j)
-		j.step.finish(j, false)
+		s.notRemoved(j)
 		utilruntime.HandleError(fmt.Errorf("removing pod %s/%s (%s): %w", p.Namespace, p.Name, j.d.Method, cause))
 		c.queue.AddRateLimited(j.key)
 	default:
@@ -346,8 +343,6 @@ func (s *sender) refuse(j *job, msg string, sent bool) {
 	if sent {
 		c.metrics.EvictionsBlocked.Inc()
 	}
-	c.expectations.drop(j.key, j.d.Pod.UID)
-	s.unspend(j)
 	s.mu.Lock()
 	r, ok := s.refusals[j.key]
 	if !ok || c.clock.Since(r.at) >= evictionRetry {
@@ -362,7 +357,7 @@ func (s *sender) refuse(j *job, msg string, sent bool) {
 	}
 	s.refusals[j.key] = r
 	s.mu.Unlock()
-	j.step.finish(j, false)
+	s.notRemoved(j)
 	c.queue.Add(j.key)
 }
 

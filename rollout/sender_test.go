@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,6 +64,16 @@ func (r *scriptedRemover) sentNames() []string {
 	return slices.Clone(r.sent)
 }
 
+// outdated adds StatefulSet web with n pods, all Ready at the old revision.
+func (f *fixture) outdated(n int, annotations map[string]string) *appsv1.StatefulSet {
+	sts := newSts("web", int32(n), annotations)
+	f.sts = append(f.sts, sts)
+	for i := range n {
+		f.pods = append(f.pods, newPod(sts, i, "old", true))
+	}
+	return sts
+}
+
 var errReset = errors.New("read tcp 10.0.0.1:43210->10.0.0.2:6443: read: connection reset by peer")
 
 func TestSenderLostResponse(t *testing.T) {
@@ -80,9 +91,7 @@ func TestSenderLostResponse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			sts := newSts("web", 3, nil)
-			f.sts = append(f.sts, sts)
-			f.pods = append(f.pods, newPod(sts, 0, "old", true), newPod(sts, 1, "old", true), newPod(sts, 2, "old", true))
+			sts := f.outdated(3, nil)
 			r := &scriptedRemover{f: f, answer: func(*corev1.Pod) (bool, error) { return tc.gone, errReset }}
 			f.remover = r
 			if tc.unreadable {
@@ -161,11 +170,7 @@ func TestSenderConflictDropsTheExpectation(t *testing.T) {
 // wait for them either.
 func TestSenderExpectsAtOnce(t *testing.T) {
 	f := newFixture(t)
-	sts := newSts("web", 6, map[string]string{policy.AnnotationMaxUnavailable: "2"})
-	f.sts = append(f.sts, sts)
-	for i := range 6 {
-		f.pods = append(f.pods, newPod(sts, i, "old", true))
-	}
+	sts := f.outdated(6, map[string]string{policy.AnnotationMaxUnavailable: "2"})
 	hold := make(chan struct{})
 	r := &scriptedRemover{f: f, hold: hold, answer: func(*corev1.Pod) (bool, error) { return true, nil }}
 	f.remover = r
@@ -293,11 +298,7 @@ func TestSenderRestartWithRemovalsInFlight(t *testing.T) {
 // spends the same disruption twice (a 429 at best).
 func TestSenderBudgetAccount(t *testing.T) {
 	f := newFixture(t)
-	sts := newSts("web", 4, map[string]string{policy.AnnotationMaxUnavailable: "4"})
-	f.sts = append(f.sts, sts)
-	for i := range 4 {
-		f.pods = append(f.pods, newPod(sts, i, "old", true))
-	}
+	sts := f.outdated(4, map[string]string{policy.AnnotationMaxUnavailable: "4"})
 	budget := budgetFor("web", "web")
 	budget.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(2))
 	budget.Status.DisruptionsAllowed = 2
