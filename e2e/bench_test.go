@@ -30,11 +30,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1684,28 +1686,16 @@ const measuredHow = `How each figure is measured (bench/README.md says more):
 - **PDB lag**: a new pod seen Ready to its PDB's status seen allowing one more disruption (the latest such pod): the disruption controller's floor.
 - **syncs**: stsroller_sync_duration_seconds (count, p50/p99 from its buckets).`
 
-func sortedCounts(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, ", ")
-}
+// sortedCounts and sortedFloats render a map as "k=v, ..." in key order.
+func sortedCounts(m map[string]int) string { return sortedJoin(m, "%s=%d") }
 
-func sortedFloats(m map[string]float64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+func sortedFloats(m map[string]float64) string { return sortedJoin(m, "%s=%.2f") }
+
+func sortedJoin[V any](m map[string]V, format string) string {
+	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%.2f", k, m[k])
+		parts[i] = fmt.Sprintf(format, k, m[k])
 	}
 	return strings.Join(parts, ", ")
 }
