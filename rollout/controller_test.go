@@ -49,7 +49,9 @@ type fixture struct {
 	gate         func(f *fixture) DNSGate
 	health       HealthGate
 	// remover, if set, replaces the API server's removals.
-	remover  PodRemover
+	remover PodRemover
+	// hedge, if set, replaces the sender's hedgeAfter.
+	hedge    time.Duration
 	factory  kinformers.SharedInformerFactory
 	recorder *record.FakeRecorder
 	clock    *clocktesting.FakeClock
@@ -101,6 +103,9 @@ func (f *fixture) run(key cache.ObjectName) error {
 		}
 		for _, o := range f.pdbs {
 			mustAdd(f.t, factory.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer(), o)
+		}
+		if f.hedge != 0 {
+			c.sender.hedgeAfter = f.hedge
 		}
 		f.c = c
 	}

@@ -34,6 +34,15 @@ const sendConcurrency = 32
 // its way out when not even a look at the pod can tell.
 const lostResponseHold = 30 * time.Second
 
+// hedgeAfter is how long a lane waits for an answer before it sends its
+// next removal beside the one in flight (an eviction answers in tens of
+// milliseconds unless the API server retries it, after 500 ms); laneInFlight
+// bounds a lane's removals in flight at once.
+const (
+	hedgeAfter   = 150 * time.Millisecond
+	laneInFlight = 3
+)
+
 // The sync plans; the sender carries the removals out, apart from it. A
 // removal handed to the sender is an expectation at once (the pod counts as
 // on its way out, and an eviction holds one of its budget's disruptions
@@ -44,7 +53,9 @@ const lostResponseHold = 30 * time.Second
 // Evictions through the same PodDisruptionBudgets go one after another, in
 // a lane: each one updates that budget's status, and the API server answers
 // concurrent ones with a conflict it retries after 500 ms, again and again
-// (EvictionsRetry in its eviction handler). The budget's local account is the
+// (EvictionsRetry in its eviction handler). Only one that is slow (met such
+// a conflict, most likely with the disruption controller) gets the next sent
+// beside it (see run). The budget's local account is the
 // planner's: disruptionsAllowed as the informer last showed it, minus our
 // evictions it does not count yet. The API server's atomic check stays the
 // final word: a 429 puts the pod back, holds that budget at no headroom until
@@ -66,6 +77,8 @@ type sender struct {
 	spent   map[string]map[types.UID]spending
 	closed  bool
 	running sync.WaitGroup
+	// hedgeAfter is the constant of that name (tests change it).
+	hedgeAfter time.Duration
 }
 
 // job is one removal handed to the sender.
@@ -98,7 +111,7 @@ type refusal struct {
 }
 
 func newSender(c *Controller) *sender {
-	return &sender{c: c, sem: make(chan struct{}, sendConcurrency),
+	return &sender{c: c, sem: make(chan struct{}, sendConcurrency), hedgeAfter: hedgeAfter,
 		lanes: map[string][]*job{}, refusals: map[cache.ObjectName]refusal{},
 		spent: map[string]map[types.UID]spending{}}
 }
@@ -187,25 +200,80 @@ func laneOf(d policy.Deletion, budgets map[string][]pdb.Budget) ([]string, strin
 	return nil, "pod " + string(d.Pod.UID)
 }
 
-// run sends one lane's removals in order, until it is empty.
+// run sends one lane's removals in order, until it is empty. One is in
+// flight at a time, unless it is slow: once the newest removal in flight has
+// waited hedgeAfter without an answer, the next is sent beside it, up to
+// laneInFlight at once. An eviction that met a write of its budget's status
+// by someone else (the disruption controller writes it on every change of
+// its pods) waits 500 ms in the API server before it tries again
+// (EvictionsRetry in its eviction handler); without this, the whole lane
+// waited behind it, about once per step of the bench's pdb modes.
 func (s *sender) run(lane string) {
 	defer s.running.Done()
-	for {
-		s.mu.Lock()
-		q := s.lanes[lane]
-		if len(q) == 0 || s.closed {
-			// Leaving: what is not sent yet never is. Whoever leads
-			// next plans from the cluster.
-			delete(s.lanes, lane)
-			s.mu.Unlock()
-			for _, j := range q {
-				s.notRemoved(j)
-			}
+	answers := make(chan string, laneInFlight)
+	inFlight := 0
+	var lastSent time.Time
+	answered := func(refused string) {
+		inFlight--
+		if refused == "" {
 			return
 		}
-		j := q[0]
-		s.lanes[lane] = q[1:]
+		// The budget said no: what waits behind it would hear the same.
+		s.mu.Lock()
+		rest := s.lanes[lane]
+		s.lanes[lane] = nil
 		s.mu.Unlock()
+		for _, r := range rest {
+			s.refuse(r, refused, false)
+		}
+	}
+	for {
+		// Room for the next: nothing in flight, or the newest sent long
+		// enough ago (and fewer than laneInFlight).
+		for inFlight > 0 {
+			var t *time.Timer
+			var hedge <-chan time.Time
+			if inFlight < laneInFlight {
+				left := s.hedgeAfter - time.Since(lastSent)
+				if left <= 0 {
+					break
+				}
+				t = time.NewTimer(left)
+				hedge = t.C
+			}
+			select {
+			case refused := <-answers:
+				answered(refused)
+			case <-hedge:
+			}
+			if t != nil {
+				t.Stop()
+			}
+		}
+		s.mu.Lock()
+		var j *job
+		var dropped []*job
+		if s.closed {
+			// What is not sent yet never is. Whoever leads next plans
+			// from the cluster.
+			dropped, s.lanes[lane] = s.lanes[lane], nil
+		} else if q := s.lanes[lane]; len(q) > 0 {
+			j, s.lanes[lane] = q[0], q[1:]
+		}
+		if j == nil && inFlight == 0 {
+			delete(s.lanes, lane)
+		}
+		s.mu.Unlock()
+		for _, d := range dropped {
+			s.notRemoved(d)
+		}
+		if j == nil {
+			if inFlight == 0 {
+				return
+			}
+			answered(<-answers)
+			continue
+		}
 
 		s.sem <- struct{}{}
 		s.mu.Lock()
@@ -216,19 +284,13 @@ func (s *sender) run(lane string) {
 			s.notRemoved(j)
 			continue
 		}
-		refused := s.remove(j)
-		<-s.sem
-		if refused == "" {
-			continue
-		}
-		// The budget said no: what waits behind it would hear the same.
-		s.mu.Lock()
-		rest := s.lanes[lane]
-		s.lanes[lane] = nil
-		s.mu.Unlock()
-		for _, r := range rest {
-			s.refuse(r, refused, false)
-		}
+		inFlight++
+		lastSent = time.Now()
+		go func() {
+			refused := s.remove(j)
+			<-s.sem
+			answers <- refused
+		}()
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -229,6 +231,7 @@ func TestSenderRestartWithRemovalsInFlight(t *testing.T) {
 	budget.Status.DisruptionsAllowed = 3
 
 	first := newFixture(t)
+	first.hedge = time.Hour // the held eviction is not slow, only held
 	first.sts, first.pods, first.pdbs = append(first.sts, sts), pods, append(first.pdbs, budget)
 	hold := make(chan struct{})
 	r1 := &scriptedRemover{f: first, hold: hold, answer: func(*corev1.Pod) (bool, error) { return true, nil }}
@@ -352,6 +355,98 @@ func TestSenderBudgetAccount(t *testing.T) {
 	}
 	if n := len(f.c.sender.spent); n != 1 {
 		t.Errorf("%d accounts, want the budget's one", n)
+	}
+}
+
+// budgeted adds web with n outdated pods, max-unavailable n, and a budget
+// over them that allows n.
+func (f *fixture) budgeted(n int) *appsv1.StatefulSet {
+	sts := f.outdated(n, map[string]string{policy.AnnotationMaxUnavailable: strconv.Itoa(n)})
+	budget := budgetFor("web", "web")
+	budget.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(int32(n)))
+	budget.Status.DisruptionsAllowed = int32(n)
+	f.pdbs = append(f.pdbs, budget)
+	return sts
+}
+
+// TestSenderLaneOneAtATime: evictions through one budget that answer
+// quickly are never in flight together (concurrent ones would make the API
+// server retry all but one after 500 ms).
+func TestSenderLaneOneAtATime(t *testing.T) {
+	f := newFixture(t)
+	sts := f.budgeted(5)
+	var mu sync.Mutex
+	cur, most := 0, 0
+	r := &scriptedRemover{f: f, answer: func(*corev1.Pod) (bool, error) {
+		mu.Lock()
+		cur++
+		most = max(most, cur)
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		mu.Lock()
+		cur--
+		mu.Unlock()
+		return true, nil
+	}}
+	f.remover = r
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 5 {
+		t.Fatalf("sent %v, want all 5", got)
+	}
+	if most != 1 {
+		t.Errorf("%d evictions of one lane in flight at once, want 1", most)
+	}
+}
+
+// TestSenderHedgesASlowEviction: an eviction the API server holds (as it
+// does for 500 ms after a conflict on the budget's status) does not hold
+// its lane: after hedgeAfter the next goes beside it, and the rest follow,
+// never more than laneInFlight at once.
+func TestSenderHedgesASlowEviction(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		slow     func(name string) bool
+		wantSent int // while the slow ones are held
+	}{
+		{"one slow", func(name string) bool { return name == "web-4" }, 5},
+		{"all slow", func(string) bool { return true }, laneInFlight},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.hedge = 10 * time.Millisecond
+			sts := f.budgeted(5)
+			release := make(chan struct{})
+			r := &scriptedRemover{f: f, answer: func(p *corev1.Pod) (bool, error) {
+				if tc.slow(p.Name) {
+					<-release
+				}
+				return true, nil
+			}}
+			f.remover = r
+			done := make(chan error)
+			go func() { done <- f.run(key(sts)) }()
+			if err := waitFor(func() bool { return len(r.sentNames()) == tc.wantSent }); err != nil {
+				close(release)
+				t.Fatalf("sent %v while the slow ones were held, want %d", r.sentNames(), tc.wantSent)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if got := r.sentNames(); len(got) != tc.wantSent {
+				t.Errorf("sent %v while the slow ones were held, want %d", got, tc.wantSent)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			got := r.sentNames()
+			if len(got) != 5 {
+				t.Fatalf("sent %v, want all 5", got)
+			}
+			if got[0] != "web-4" || got[1] != "web-3" {
+				t.Errorf("sent %v, want the plan's order (highest ordinal first)", got)
+			}
+		})
 	}
 }
 
