@@ -231,23 +231,20 @@ func (s *sender) run(lane string) {
 		// Room for the next: nothing in flight, or the newest sent long
 		// enough ago (and fewer than laneInFlight).
 		for inFlight > 0 {
-			var t *time.Timer
 			var hedge <-chan time.Time
 			if inFlight < laneInFlight {
 				left := s.hedgeAfter - time.Since(lastSent)
 				if left <= 0 {
 					break
 				}
-				t = time.NewTimer(left)
-				hedge = t.C
+				// (Since Go 1.23 a timer nobody waits on any more is
+				// collected without a Stop.)
+				hedge = time.After(left)
 			}
 			select {
 			case refused := <-answers:
 				answered(refused)
 			case <-hedge:
-			}
-			if t != nil {
-				t.Stop()
 			}
 		}
 		s.mu.Lock()
