@@ -2,8 +2,15 @@ package main
 
 import (
 	"flag"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 func TestDefaults(t *testing.T) {
@@ -53,5 +60,44 @@ func TestSplitList(t *testing.T) {
 	got := splitList(" 127.0.0.1:53, ,10.0.0.1 ")
 	if len(got) != 2 || got[0] != "127.0.0.1:53" || got[1] != "10.0.0.1" {
 		t.Errorf("splitList = %q", got)
+	}
+}
+
+// TestClientAsksNoGzip: stsroller's requests ask for protobuf and never for
+// gzip (Go's transport asks for it unless told not to), as the built-in
+// controllers' do.
+func TestClientAsksNoGzip(t *testing.T) {
+	got := make(chan http.Header, 1)
+	// TLS, as every API server speaks: over plain HTTP client-go uses Go's
+	// default transport, which ignores the setting.
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r.Header.Clone():
+		default:
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p"}}`))
+	}))
+	defer srv.Close()
+	fs := flag.NewFlagSet("stsroller", flag.ContinueOnError)
+	o := bindFlags(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	tune(cfg, o)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := <-got
+	if enc := h.Get("Accept-Encoding"); strings.Contains(enc, "gzip") {
+		t.Errorf("Accept-Encoding = %q: the API server would compress what it sends", enc)
+	}
+	if accept := h.Get("Accept"); !strings.HasPrefix(accept, "application/vnd.kubernetes.protobuf") {
+		t.Errorf("Accept = %q, want protobuf first", accept)
 	}
 }
