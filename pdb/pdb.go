@@ -85,15 +85,33 @@ func Selects(b *policyv1.PodDisruptionBudget, pod *corev1.Pod) (bool, error) {
 // caller can say so; the rest of the mapping is still complete. Each budget's
 // selector is parsed once.
 func ForPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod) (map[string][]Budget, error) {
-	return forPods(budgets, pods, Selector)
+	return forPods(budgets, pods, nil, Selector)
+}
+
+// ForPodsOf is ForPods for pods of one namespace that all match the selector
+// of: one StatefulSet's pods, kept by its selector. A budget whose selector
+// plainly selects all of them, or none, by the two selectors' requirements
+// (app=db within app=db, app=web against app=db), is not matched pod by pod:
+// a namespace of many StatefulSets, each with its budget, costs each sync
+// the budgets, not the budgets times the pods.
+func ForPodsOf(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, of labels.Selector) (map[string][]Budget, error) {
+	return forPods(budgets, pods, of, Selector)
 }
 
 // ForPods is the package's ForPods with the selectors taken from the cache.
 func (s *Selectors) ForPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod) (map[string][]Budget, error) {
-	return forPods(budgets, pods, s.Get)
+	return forPods(budgets, pods, nil, s.Get)
 }
 
-func forPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, selector func(*policyv1.PodDisruptionBudget) (labels.Selector, error)) (map[string][]Budget, error) {
+// ForPodsOf is the package's ForPodsOf with the selectors taken from the
+// cache.
+func (s *Selectors) ForPodsOf(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, of labels.Selector) (map[string][]Budget, error) {
+	return forPods(budgets, pods, of, s.Get)
+}
+
+// forPods matches budgets to pods; of, when not nil, is a selector every pod
+// matches, and the pods share one namespace.
+func forPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, of labels.Selector, selector func(*policyv1.PodDisruptionBudget) (labels.Selector, error)) (map[string][]Budget, error) {
 	var out map[string][]Budget
 	if len(budgets) > 0 {
 		out = make(map[string][]Budget, len(pods))
@@ -112,11 +130,21 @@ func forPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, select
 			}
 			continue
 		}
+		sc := selectsSome
+		if of != nil && len(pods) > 0 {
+			sc = within(sel, of)
+			if pods[0].Namespace != b.Namespace {
+				sc = selectsNone
+			}
+		}
+		if sc == selectsNone {
+			continue
+		}
 		// One element with no spare capacity, shared by every pod it
 		// selects: a pod that a second budget selects gets a copy on append.
 		var h []Budget
 		for _, p := range pods {
-			if p.Namespace == b.Namespace && sel.Matches(labels.Set(p.Labels)) {
+			if sc == selectsAll || p.Namespace == b.Namespace && sel.Matches(labels.Set(p.Labels)) {
 				if h == nil {
 					h = []Budget{Headroom(b)}
 				}

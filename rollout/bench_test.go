@@ -18,8 +18,9 @@ import (
 
 // benchController is a controller over filled indexers: one StatefulSet of n
 // pods, all updated and ready, a budget over them, other StatefulSets' pods in
-// the namespace, and a status that will not change (a steady-state sync).
-func benchController(b *testing.B, n int) (*Controller, *fake.Clientset) {
+// the namespace, the budgets of others other StatefulSets, and a status that
+// will not change (a steady-state sync).
+func benchController(b *testing.B, n, others int) (*Controller, *fake.Clientset) {
 	b.Helper()
 	sts := newSts("db", int32(n), nil)
 	other := newSts("other", int32(n), nil)
@@ -43,8 +44,15 @@ func benchController(b *testing.B, n int) (*Controller, *fake.Clientset) {
 			b.Fatal(err)
 		}
 	}
-	if err := factory.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer().Add(budgetFor("db", "db")); err != nil {
+	budgets := factory.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer()
+	if err := budgets.Add(budgetFor("db", "db")); err != nil {
 		b.Fatal(err)
+	}
+	for i := range others {
+		name := fmt.Sprintf("other-%d", i)
+		if err := budgets.Add(budgetFor(name, name)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// The status the first sync writes, already in place.
 	in, err := c.input(ctx, key(sts), sts)
@@ -62,14 +70,28 @@ func benchController(b *testing.B, n int) (*Controller, *fake.Clientset) {
 
 // BenchmarkSync: one steady-state sync of one StatefulSet through the shell
 // (gather from the indexers, plan, status compare), and the planner alone on
-// the same input, so the shell's share is the difference.
+// the same input, so the shell's share is the difference. With budgets=400
+// the namespace holds 400 other StatefulSets' budgets too, as in make
+// bench-scale.
 //
 //	go test -run XXX -bench BenchmarkSync -benchmem ./rollout/
 func BenchmarkSync(b *testing.B) {
-	for _, n := range []int{100, 5000} {
-		c, client := benchController(b, n)
+	for _, tc := range []struct{ n, others int }{{100, 0}, {5000, 0}, {5000, 400}} {
+		n := tc.n
+		c, client := benchController(b, n, tc.others)
 		k := key(newSts("db", 0, nil))
 		ctx := context.Background()
+		if tc.others > 0 {
+			b.Run(fmt.Sprintf("shell+planner/pods=%d/budgets=%d", n, tc.others+1), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := c.sync(ctx, k); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			continue
+		}
 		b.Run(fmt.Sprintf("shell+planner/pods=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -43,7 +43,7 @@ func gather(ctx context.Context, src Source, sts *appsv1.StatefulSet, selectors 
 		ConfigError: cfgErr,
 		Previous:    policy.ParseStatus(sts.Annotations),
 	}
-	pods, err := podsOf(ctx, src, sts)
+	pods, of, err := podsOf(ctx, src, sts)
 	if err != nil {
 		return in, err
 	}
@@ -53,9 +53,9 @@ func gather(ctx context.Context, src Source, sts *appsv1.StatefulSet, selectors 
 		return in, err
 	}
 	if selectors != nil {
-		in.Budgets, in.BudgetError = selectors.ForPods(budgets, pods)
+		in.Budgets, in.BudgetError = selectors.ForPodsOf(budgets, pods, of)
 	} else {
-		in.Budgets, in.BudgetError = pdb.ForPods(budgets, pods)
+		in.Budgets, in.BudgetError = pdb.ForPodsOf(budgets, pods, of)
 	}
 	if sts.Spec.ServiceName != "" {
 		if in.Service, err = src.Service(ctx, sts.Namespace, sts.Spec.ServiceName); err != nil {
@@ -66,15 +66,16 @@ func gather(ctx context.Context, src Source, sts *appsv1.StatefulSet, selectors 
 }
 
 // podsOf lists the pods the StatefulSet controls: its selector, and a
-// controller reference with its UID.
-func podsOf(ctx context.Context, src Source, sts *appsv1.StatefulSet) ([]*corev1.Pod, error) {
+// controller reference with its UID. It returns the selector too: every pod
+// listed matches it.
+func podsOf(ctx context.Context, src Source, sts *appsv1.StatefulSet) ([]*corev1.Pod, labels.Selector, error) {
 	sel, err := metav1.LabelSelectorAsSelector(sts.Spec.Selector)
 	if err != nil {
-		return nil, nil // the API server validates selectors; nothing matches a broken one
+		return nil, nil, nil // the API server validates selectors; nothing matches a broken one
 	}
 	all, err := src.Pods(ctx, sts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pods := make([]*corev1.Pod, 0, len(all))
 	for _, p := range all {
@@ -82,7 +83,7 @@ func podsOf(ctx context.Context, src Source, sts *appsv1.StatefulSet) ([]*corev1
 			pods = append(pods, p)
 		}
 	}
-	return pods, nil
+	return pods, sel, nil
 }
 
 // APISource reads the live objects through the API server.
