@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"reflect"
@@ -53,6 +54,7 @@ type options struct {
 	resync         time.Duration
 	metricsAddr    string
 	healthAddr     string
+	profiling      bool
 	logFormat      string
 	leaderElect    bool
 	leaseNamespace string
@@ -105,6 +107,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.resync, "resync-period", 10*time.Minute, "Informer resync period. Resyncs that carry no change are ignored: stsroller looks again by itself when a wait ends (minReadySeconds, progress deadline, DNS checks, a blocked eviction).")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" turns it off.")
+	fs.BoolVar(&o.profiling, "profiling", false, "Serve Go's profiles (/debug/pprof/) beside /metrics.")
 	fs.StringVar(&o.logFormat, "logging-format", "text", "Log format: text (klog) or json.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Hold a Lease so only one replica acts.")
 	fs.StringVar(&o.leaseNamespace, "leader-elect-namespace", "", "Namespace of the Lease. Empty: $POD_NAMESPACE, else --namespace, else kube-system.")
@@ -424,6 +427,17 @@ func serve(ctx context.Context, o *options, m *metrics.Metrics, ready *atomic.Bo
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	healthMux := http.NewServeMux()
+	if o.profiling {
+		mux := metricsMux
+		if o.metricsAddr == o.healthAddr {
+			mux = healthMux
+		}
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	healthMux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	healthMux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		// A standby replica is ready: it serves metrics and waits for the lease.

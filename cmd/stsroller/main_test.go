@@ -2,15 +2,19 @@ package main
 
 import (
 	"flag"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/stsroller/stsroller/metrics"
 )
 
 func TestDefaults(t *testing.T) {
@@ -99,5 +103,37 @@ func TestClientAsksNoGzip(t *testing.T) {
 	}
 	if accept := h.Get("Accept"); !strings.HasPrefix(accept, "application/vnd.kubernetes.protobuf") {
 		t.Errorf("Accept = %q, want protobuf first", accept)
+	}
+}
+
+// TestProfiling: /debug/pprof/ is served beside /metrics only with
+// --profiling.
+func TestProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		o := &options{metricsAddr: addr, healthAddr: "0", profiling: on}
+		stop, err := serve(t.Context(), o, metrics.New(), new(atomic.Bool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string]int{"/metrics": http.StatusOK, "/debug/pprof/heap": http.StatusNotFound} {
+			if on {
+				want = http.StatusOK
+			}
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("--profiling=%v: GET %s = %d, want %d", on, path, resp.StatusCode, want)
+			}
+		}
+		stop()
 	}
 }
