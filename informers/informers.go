@@ -5,12 +5,15 @@
 package informers
 
 import (
+	"strings"
 	"time"
+	"unique"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 )
@@ -54,8 +57,10 @@ func Trim(obj any) (any, error) {
 	return obj, nil
 }
 
-// trimPod keeps the spec fields the DNS gate and the planner read and, of the
-// container statuses, only why a container waits.
+// trimPod keeps the spec fields the DNS gate and the planner read; of the
+// conditions, Ready and stsroller's own; of the container statuses, only why
+// a container waits. What is kept fits its slice: a decoded slice grows by
+// doubling (eight places for a running pod's five conditions).
 func trimPod(p *corev1.Pod) {
 	p.Spec = corev1.PodSpec{
 		NodeName:       p.Spec.NodeName,
@@ -80,7 +85,54 @@ func trimPod(p *corev1.Pod) {
 		}
 		return out
 	}
+	var conds []corev1.PodCondition
+	n := 0
+	for _, c := range p.Status.Conditions {
+		if kept(c.Type) {
+			n++
+		}
+	}
+	if n > 0 {
+		conds = make([]corev1.PodCondition, 0, n)
+		for _, c := range p.Status.Conditions {
+			if kept(c.Type) {
+				conds = append(conds, c)
+			}
+		}
+	}
+	p.Status.Conditions = conds
+	p.Status.HostIP, p.Status.HostIPs, p.Status.QOSClass = "", nil, ""
+	share(&p.ObjectMeta)
 	p.Status.ContainerStatuses = trim(p.Status.ContainerStatuses)
 	p.Status.InitContainerStatuses = trim(p.Status.InitContainerStatuses)
 	p.Status.EphemeralContainerStatuses = nil
+}
+
+// kept says whether the cache keeps a pod condition: Ready (the planner's
+// available) and stsroller's own (the DNS gate's stsroller.io/dns-propagated).
+func kept(t corev1.PodConditionType) bool {
+	return t == corev1.PodReady || strings.HasPrefix(string(t), "stsroller.io/")
+}
+
+// share makes the strings that many pods hold alike (the namespace, the
+// label keys and most label values, the owner reference) point to one copy:
+// a decoded object has its own copy of each. A pod's name and ordinal
+// labels are its own and stay as they are.
+func share(m *metav1.ObjectMeta) {
+	m.Namespace = unique.Make(m.Namespace).Value()
+	if len(m.Labels) > 0 {
+		l := make(map[string]string, len(m.Labels))
+		for k, v := range m.Labels {
+			if k != appsv1.StatefulSetPodNameLabel && k != appsv1.PodIndexLabel {
+				v = unique.Make(v).Value()
+			}
+			l[unique.Make(k).Value()] = v
+		}
+		m.Labels = l
+	}
+	for i := range m.OwnerReferences {
+		r := &m.OwnerReferences[i]
+		r.APIVersion, r.Kind = unique.Make(r.APIVersion).Value(), unique.Make(r.Kind).Value()
+		r.Name, r.UID = unique.Make(r.Name).Value(), types.UID(unique.Make(string(r.UID)).Value())
+	}
 }

@@ -29,7 +29,11 @@ func TestTrimPodKeepsWhatThePlannerReads(t *testing.T) {
 		},
 		Status: corev1.PodStatus{
 			Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+			HostIP: "172.18.0.2", HostIPs: []corev1.HostIP{{IP: "172.18.0.2"}}, QOSClass: corev1.PodQOSBestEffort,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+				{Type: corev1.PodReady, Status: corev1.ConditionTrue}, {Type: corev1.ContainersReady, Status: corev1.ConditionTrue},
+				{Type: "stsroller.io/dns-propagated", Status: corev1.ConditionFalse, Reason: "NotPropagated"},
+				{Type: "example.com/gate", Status: corev1.ConditionTrue}},
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "db", Ready: false, RestartCount: 3, Image: "db:1", ImageID: "sha",
 				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "long"}}}},
 		},
@@ -38,6 +42,8 @@ func TestTrimPodKeepsWhatThePlannerReads(t *testing.T) {
 	want.ManagedFields = nil
 	want.Annotations = map[string]string{"keep": "me"}
 	want.Spec = corev1.PodSpec{NodeName: "n1", ReadinessGates: pod.Spec.ReadinessGates}
+	want.Status.HostIP, want.Status.HostIPs, want.Status.QOSClass = "", nil, ""
+	want.Status.Conditions = []corev1.PodCondition{pod.Status.Conditions[1], pod.Status.Conditions[3]}
 	want.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "db", RestartCount: 3,
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}}
 
@@ -47,6 +53,9 @@ func TestTrimPodKeepsWhatThePlannerReads(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Trim (-want +got):\n%s", diff)
+	}
+	if c := got.(*corev1.Pod).Status.Conditions; cap(c) != len(c) {
+		t.Errorf("Trim kept %d conditions in a slice of %d", len(c), cap(c))
 	}
 }
 
