@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -33,7 +34,18 @@ func BenchmarkForPods(b *testing.B) {
 			var s Selectors
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := s.ForPods(budgets, pods); err != nil {
+				if _, err := s.ForPodsOf(budgets, pods, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		// The pods' own StatefulSet selector, as a sync passes it.
+		of := labels.SelectorFromSet(labels.Set{"app": "app0"})
+		b.Run(fmt.Sprintf("of/pods=%d/budgets=%d", tc.pods, tc.budgets), func(b *testing.B) {
+			var s Selectors
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.ForPodsOf(budgets, pods, of); err != nil {
 					b.Fatal(err)
 				}
 			}

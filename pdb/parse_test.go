@@ -58,7 +58,7 @@ func TestSelectorsParseOncePerVersion(t *testing.T) {
 	b.UID = types.UID("web-uid")
 	pods := manyPods(10, "web")
 	for range 5 {
-		got, err := s.ForPods([]*policyv1.PodDisruptionBudget{b}, pods)
+		got, err := s.ForPodsOf([]*policyv1.PodDisruptionBudget{b}, pods, nil)
 		if err != nil || len(got) != 10 {
 			t.Fatalf("ForPods = %d pods, %v; want 10, nil", len(got), err)
 		}
@@ -69,7 +69,7 @@ func TestSelectorsParseOncePerVersion(t *testing.T) {
 	// A new version (as an informer delivers it): parsed anew, and it counts.
 	b2 := b.DeepCopy()
 	b2.Spec.Selector = matchApp("api")
-	if got, _ := s.ForPods([]*policyv1.PodDisruptionBudget{b2}, pods); len(got) != 0 {
+	if got, _ := s.ForPodsOf([]*policyv1.PodDisruptionBudget{b2}, pods, nil); len(got) != 0 {
 		t.Errorf("the changed selector still selects %d pods", len(got))
 	}
 	if *n != 2 {

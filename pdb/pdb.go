@@ -98,13 +98,8 @@ func ForPodsOf(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, of l
 	return forPods(budgets, pods, of, Selector)
 }
 
-// ForPods is the package's ForPods with the selectors taken from the cache.
-func (s *Selectors) ForPods(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod) (map[string][]Budget, error) {
-	return forPods(budgets, pods, nil, s.Get)
-}
-
 // ForPodsOf is the package's ForPodsOf with the selectors taken from the
-// cache.
+// cache; with of nil, the package's ForPods.
 func (s *Selectors) ForPodsOf(budgets []*policyv1.PodDisruptionBudget, pods []*corev1.Pod, of labels.Selector) (map[string][]Budget, error) {
 	return forPods(budgets, pods, of, s.Get)
 }
