@@ -89,6 +89,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	limitMemory(klog.FromContext(ctx), "/sys/fs/cgroup")
 	if err := run(ctx, o); err != nil {
 		klog.FromContext(ctx).Error(err, "stsroller failed")
 		klog.Flush()

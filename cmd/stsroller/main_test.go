@@ -5,11 +5,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -135,5 +139,58 @@ func TestProfiling(t *testing.T) {
 			}
 		}
 		stop()
+	}
+}
+
+func TestCgroupMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, content string
+		want                int64
+		ok                  bool
+	}{
+		{"v2 limit", "memory.max", "268435456\n", 268435456, true},
+		{"v2 no limit", "memory.max", "max\n", 0, false},
+		{"v1 limit", "memory/memory.limit_in_bytes", "536870912\n", 536870912, true},
+		{"v1 no limit", "memory/memory.limit_in_bytes", "9223372036854771712\n", 0, false},
+		{"unreadable", "memory.max", "lots", 0, false},
+		{"no cgroup", "", "", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tc.file != "" {
+				p := filepath.Join(root, tc.file)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, ok := cgroupMemoryLimit(root)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("cgroupMemoryLimit = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestLimitMemory: 90% of the cgroup's limit, and GOMEMLIMIT wins.
+func TestLimitMemory(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "memory.max"), []byte("1000000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	t.Setenv("GOMEMLIMIT", "")
+	limitMemory(logr.Discard(), root)
+	if got := debug.SetMemoryLimit(-1); got != 900000000 {
+		t.Errorf("soft memory limit = %d, want 900000000", got)
+	}
+	debug.SetMemoryLimit(prev)
+	t.Setenv("GOMEMLIMIT", "2GiB")
+	limitMemory(logr.Discard(), root)
+	if got := debug.SetMemoryLimit(-1); got != prev {
+		t.Errorf("with GOMEMLIMIT set, the soft memory limit changed to %d", got)
 	}
 }
