@@ -1,6 +1,8 @@
 package pdb
 
 import (
+	"slices"
+
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 )
@@ -63,7 +65,7 @@ func pair(h, w *labels.Requirement) scope {
 	if h.Equal(*w) {
 		return selectsAll
 	}
-	hv, wv := h.Values(), w.Values()
+	hv, wv := h.ValuesUnsorted(), w.ValuesUnsorted()
 	switch op := h.Operator(); {
 	case positive(op):
 		// The label is there, its value one of hv.
@@ -72,13 +74,13 @@ func pair(h, w *labels.Requirement) scope {
 			return selectsAll
 		case wop == selection.DoesNotExist:
 			return selectsNone
-		case positive(wop) && wv.IsSuperset(hv):
+		case positive(wop) && subset(hv, wv):
 			return selectsAll
-		case positive(wop) && !wv.HasAny(hv.UnsortedList()...):
+		case positive(wop) && disjoint(hv, wv):
 			return selectsNone
-		case negative(wop) && !wv.HasAny(hv.UnsortedList()...):
+		case negative(wop) && disjoint(hv, wv):
 			return selectsAll
-		case negative(wop) && wv.IsSuperset(hv):
+		case negative(wop) && subset(hv, wv):
 			return selectsNone
 		}
 	case op == selection.Exists || op == selection.GreaterThan || op == selection.LessThan:
@@ -99,7 +101,7 @@ func pair(h, w *labels.Requirement) scope {
 	case negative(op):
 		// The label is absent, or its value none of hv.
 		switch wop := w.Operator(); {
-		case negative(wop) && hv.IsSuperset(wv):
+		case negative(wop) && subset(wv, hv):
 			return selectsAll
 		}
 	}
@@ -112,4 +114,25 @@ func positive(op selection.Operator) bool {
 
 func negative(op selection.Operator) bool {
 	return op == selection.NotIn || op == selection.NotEquals
+}
+
+// subset says whether every value of a is in b (a requirement's values are
+// few: a scan is cheaper than a set).
+func subset(a, b []string) bool {
+	for _, v := range a {
+		if !slices.Contains(b, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// disjoint says whether no value of a is in b.
+func disjoint(a, b []string) bool {
+	for _, v := range a {
+		if slices.Contains(b, v) {
+			return false
+		}
+	}
+	return true
 }
