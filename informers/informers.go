@@ -5,6 +5,7 @@
 package informers
 
 import (
+	"slices"
 	"strings"
 	"time"
 	"unique"
@@ -85,22 +86,11 @@ func trimPod(p *corev1.Pod) {
 		}
 		return out
 	}
-	var conds []corev1.PodCondition
-	n := 0
-	for _, c := range p.Status.Conditions {
-		if kept(c.Type) {
-			n++
-		}
+	conds := slices.DeleteFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return !kept(c.Type) })
+	p.Status.Conditions = nil
+	if len(conds) > 0 {
+		p.Status.Conditions = slices.Clone(conds)
 	}
-	if n > 0 {
-		conds = make([]corev1.PodCondition, 0, n)
-		for _, c := range p.Status.Conditions {
-			if kept(c.Type) {
-				conds = append(conds, c)
-			}
-		}
-	}
-	p.Status.Conditions = conds
 	p.Status.HostIP, p.Status.HostIPs, p.Status.QOSClass = "", nil, ""
 	share(&p.ObjectMeta)
 	p.Status.ContainerStatuses = trim(p.Status.ContainerStatuses)
