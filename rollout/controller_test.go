@@ -107,6 +107,7 @@ func (f *fixture) run(key cache.ObjectName) error {
 		if f.hedge != 0 {
 			c.sender.hedgeAfter = f.hedge
 		}
+		c.sender.settleWait = time.Millisecond
 		f.c = c
 	}
 	err := f.c.sync(ctx, key)
@@ -356,7 +357,7 @@ func TestSyncEvictionBlockedIs429NotError(t *testing.T) {
 	if st == nil || st.Phase != policy.PhaseBlocked || st.Reason != policy.ReasonEvictionBlocked {
 		t.Fatalf("status = %+v, want Blocked/EvictionBlocked", st)
 	}
-	if n := len(f.c.expectations.outstanding(key(sts), f.pods)); n != 0 {
+	if n := len(f.c.expectations.removing(key(sts), f.pods)); n != 0 {
 		t.Errorf("a refused eviction left %d expectations", n)
 	}
 	if ev := strings.Join(f.events(), "\n"); !strings.Contains(ev, "Warning "+policy.ReasonEvictionBlocked) {

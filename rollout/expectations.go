@@ -35,6 +35,15 @@ type expected struct {
 	until time.Time
 }
 
+// end is when the expectation lapses unmet.
+func (x expected) end() time.Time {
+	end := x.at.Add(expectationsTimeout)
+	if !x.until.IsZero() && x.until.Before(end) {
+		return x.until
+	}
+	return end
+}
+
 func newExpectations(c clock.PassiveClock) *expectations {
 	return &expectations{clock: c, pending: map[cache.ObjectName]map[types.UID]expected{}}
 }
@@ -71,14 +80,16 @@ func (e *expectations) drop(key cache.ObjectName, uid types.UID) {
 }
 
 // outstanding drops the expectations the pods (the StatefulSet's pods as the
-// informer shows them now) satisfy, and returns the rest: removed pods the
-// informer still shows alive, with how they went (nil: none).
-func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) map[types.UID]policy.Method {
+// informer shows them now) satisfy or that lapsed, and returns the rest:
+// removed pods the informer still shows alive, with how they went (nil:
+// none), and when the first of them lapses (zero: none). No event need come
+// when one lapses, so the StatefulSet must be looked at again by then.
+func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) (map[types.UID]policy.Method, time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	uids := e.pending[key]
 	if len(uids) == 0 {
-		return nil
+		return nil, time.Time{}
 	}
 	alive := make(map[types.UID]bool, len(pods))
 	for _, p := range pods {
@@ -88,8 +99,10 @@ func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) map
 	}
 	now := e.clock.Now()
 	var out map[types.UID]policy.Method
+	var next time.Time
 	for uid, x := range uids {
-		if !alive[uid] || now.Sub(x.at) > expectationsTimeout || (!x.until.IsZero() && !now.Before(x.until)) {
+		end := x.end()
+		if !alive[uid] || !now.Before(end) {
 			delete(uids, uid)
 			continue
 		}
@@ -97,11 +110,14 @@ func (e *expectations) outstanding(key cache.ObjectName, pods []*corev1.Pod) map
 			out = map[types.UID]policy.Method{}
 		}
 		out[uid] = x.method
+		if next.IsZero() || end.Before(next) {
+			next = end
+		}
 	}
 	if len(uids) == 0 {
 		delete(e.pending, key)
 	}
-	return out
+	return out, next
 }
 
 // forget drops everything expected of a StatefulSet that is gone.

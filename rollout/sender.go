@@ -34,6 +34,15 @@ const sendConcurrency = 32
 // its way out when not even a look at the pod can tell.
 const lostResponseHold = 30 * time.Second
 
+// settleLooks is how many times a removal whose answer was lost looks at the
+// pod before it resorts to lostResponseHold, settleWait the wait before the
+// second look (doubling after: 1.5 s in all). A hold is a stall of its own;
+// the fault that lost the answer seldom loses every look.
+const (
+	settleLooks = 5
+	settleWait  = 100 * time.Millisecond
+)
+
 // hedgeAfter is how long a lane waits for an answer before it sends its
 // next removal beside the one in flight (an eviction answers in tens of
 // milliseconds unless the API server retries it, after 500 ms); laneInFlight
@@ -74,11 +83,14 @@ type sender struct {
 	// evictions, by pod UID, with the budget's resourceVersion when they were
 	// handed over. Until the budget's status changes, the informer's
 	// disruptionsAllowed predates them.
-	spent   map[string]map[types.UID]spending
-	closed  bool
+	spent  map[string]map[types.UID]spending
+	closed bool
+	// done is closed with closed set: a look at a pod waits no longer.
+	done    chan struct{}
 	running sync.WaitGroup
-	// hedgeAfter is the constant of that name (tests change it).
-	hedgeAfter time.Duration
+	// hedgeAfter and settleWait are the constants of those names (tests
+	// change them).
+	hedgeAfter, settleWait time.Duration
 }
 
 // job is one removal handed to the sender.
@@ -111,7 +123,7 @@ type refusal struct {
 }
 
 func newSender(c *Controller) *sender {
-	return &sender{c: c, sem: make(chan struct{}, sendConcurrency), hedgeAfter: hedgeAfter,
+	return &sender{c: c, sem: make(chan struct{}, sendConcurrency), hedgeAfter: hedgeAfter, settleWait: settleWait, done: make(chan struct{}),
 		lanes: map[string][]*job{}, refusals: map[cache.ObjectName]refusal{},
 		spent: map[string]map[types.UID]spending{}}
 }
@@ -349,11 +361,21 @@ func isAnswer(err error) bool {
 
 // lost settles a removal whose answer was lost by looking at the pod: gone,
 // replaced or terminating, it went; alive as planned, it did not, and is
-// planned again with back-off. When even that look fails, the pod counts as
-// on its way out for lostResponseHold: never more unavailable than allowed.
+// planned again with back-off. When settleLooks looks fail, the pod counts
+// as on its way out for lostResponseHold: never more unavailable than
+// allowed. Meanwhile it is expected, as since it was handed over.
 func (s *sender) lost(ctx context.Context, j *job, cause error) {
 	c, p := s.c, j.d.Pod
-	cur, err := c.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	var cur *corev1.Pod
+	var err error
+	wait := s.settleWait
+	for look := 1; ; look++ {
+		cur, err = c.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if err == nil || apierrors.IsNotFound(err) || look == settleLooks || !s.pause(wait) {
+			break
+		}
+		wait *= 2
+	}
 	switch {
 	case apierrors.IsNotFound(err) || (err == nil && (cur.UID != p.UID || cur.DeletionTimestamp != nil)):
 		j.log.V(2).Info("The answer to a removal was lost, but the pod went", "pod", klog.KObj(p), "err", cause)
@@ -368,6 +390,18 @@ func (s *sender) lost(ctx context.Context, j *job, cause error) {
 		utilruntime.HandleError(fmt.Errorf("removing pod %s/%s (%s), the answer was lost and the pod could not be read; counting it as removed for %s: %w",
 			p.Namespace, p.Name, j.d.Method, lostResponseHold, cause))
 		c.queue.AddAfter(j.key, lostResponseHold)
+	}
+}
+
+// pause waits d, or less if the sender closes; it says whether it waited d.
+func (s *sender) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
 	}
 }
 
@@ -490,6 +524,9 @@ func (s *sender) forget(key cache.ObjectName) {
 // answers are recorded before the process leaves.
 func (s *sender) shutdown() {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	s.mu.Unlock()
 	s.running.Wait()

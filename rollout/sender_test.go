@@ -3,10 +3,12 @@ package rollout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	core "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -109,7 +112,7 @@ func TestSenderLostResponse(t *testing.T) {
 			}
 			// The informer still shows the pod alive: only the expectation
 			// says whether it counts as on its way out.
-			out := f.c.expectations.outstanding(key(sts), f.pods)
+			out := f.c.expectations.removing(key(sts), f.pods)
 			if _, ok := out["web-2-uid"]; ok != tc.wantExpected {
 				t.Errorf("web-2 expected = %v, want %v", ok, tc.wantExpected)
 			}
@@ -123,7 +126,7 @@ func TestSenderLostResponse(t *testing.T) {
 			if tc.unreadable {
 				// Held no longer than lostResponseHold: then planned anew.
 				f.clock.Step(lostResponseHold)
-				if _, ok := f.c.expectations.outstanding(key(sts), f.pods)["web-2-uid"]; ok {
+				if _, ok := f.c.expectations.removing(key(sts), f.pods)["web-2-uid"]; ok {
 					t.Errorf("web-2 still expected after %s", lostResponseHold)
 				}
 				if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
@@ -148,6 +151,86 @@ func TestSenderLostResponse(t *testing.T) {
 	}
 }
 
+// removing is what outstanding says is on its way out.
+func (e *expectations) removing(key cache.ObjectName, pods []*corev1.Pod) map[types.UID]policy.Method {
+	out, _ := e.outstanding(key, pods)
+	return out
+}
+
+// TestSenderLostResponseLooksAgain: a removal whose answer was lost looks at
+// the pod up to settleLooks times before it holds it as on its way out.
+func TestSenderLostResponseLooksAgain(t *testing.T) {
+	for _, failed := range []int{1, settleLooks - 1, settleLooks} {
+		t.Run(fmt.Sprintf("%d looks fail", failed), func(t *testing.T) {
+			f := newFixture(t)
+			sts := f.outdated(3, nil)
+			f.remover = &scriptedRemover{f: f, answer: func(*corev1.Pod) (bool, error) { return false, errReset }}
+			var gets atomic.Int32
+			f.verbReactors = append(f.verbReactors, verbReactor{"get", "pods", func(core.Action) (bool, runtime.Object, error) {
+				if int(gets.Add(1)) <= failed {
+					return true, nil, errReset
+				}
+				return false, nil, nil
+			}})
+			if err := f.run(key(sts)); err != nil {
+				t.Fatal(err)
+			}
+			held := failed >= settleLooks
+			if want := min(failed+1, settleLooks); int(gets.Load()) != want {
+				t.Errorf("looked at the pod %d times, want %d", gets.Load(), want)
+			}
+			if _, ok := f.c.expectations.removing(key(sts), f.pods)["web-2-uid"]; ok != held {
+				t.Errorf("web-2 held = %v, want %v", ok, held)
+			}
+			if got := f.c.queue.NumRequeues(key(sts)) > 0; got == held {
+				t.Errorf("requeued with back-off = %v, want %v", got, !held)
+			}
+		})
+	}
+}
+
+// TestHeldRemovalWakesDespiteEarlierRequeue: the work queue keeps one wake-up
+// per key, the earliest. A hold's own (lostResponseHold) is lost to a
+// back-off requeue of the same key; the plan made then must look again when
+// the hold ends, though no event comes.
+func TestHeldRemovalWakesDespiteEarlierRequeue(t *testing.T) {
+	f := newFixture(t)
+	sts := f.outdated(3, nil)
+	r := &scriptedRemover{f: f, answer: func(*corev1.Pod) (bool, error) { return false, errReset }}
+	f.remover = r
+	f.verbReactors = append(f.verbReactors, verbReactor{"get", "pods", func(core.Action) (bool, runtime.Object, error) {
+		return true, nil, errReset
+	}})
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.c.expectations.removing(key(sts), f.pods)["web-2-uid"]; !ok {
+		t.Fatal("web-2 is not held")
+	}
+	// A failed sync of the same key, retried within milliseconds. (The
+	// queue takes it in before the clock moves: one already due when it
+	// arrives would be added beside the hold's wake-up, not in its place.)
+	f.c.queue.AddRateLimited(key(sts))
+	time.Sleep(20 * time.Millisecond)
+	f.clock.Step(time.Second)
+	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
+		t.Fatal("the back-off requeue did not come")
+	}
+	k, _ := f.c.queue.Get()
+	f.c.queue.Forget(k)
+	f.c.queue.Done(k)
+	if err := f.run(key(sts)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sentNames(); len(got) != 1 {
+		t.Fatalf("sent %v while web-2 is held, want [web-2] only", got)
+	}
+	f.clock.Step(lostResponseHold - time.Second)
+	if err := waitFor(func() bool { return f.c.queue.Len() == 1 }); err != nil {
+		t.Fatalf("not looked at again when the hold of %s ended", lostResponseHold)
+	}
+}
+
 func TestSenderConflictDropsTheExpectation(t *testing.T) {
 	f := newFixture(t)
 	sts := newSts("web", 2, nil)
@@ -159,7 +242,7 @@ func TestSenderConflictDropsTheExpectation(t *testing.T) {
 	if err := f.run(key(sts)); err != nil {
 		t.Fatal(err)
 	}
-	if out := f.c.expectations.outstanding(key(sts), f.pods); len(out) != 0 {
+	if out := f.c.expectations.removing(key(sts), f.pods); len(out) != 0 {
 		t.Errorf("a conflict left expectations %v", out)
 	}
 	if ev := strings.Join(f.events(), "\n"); strings.Contains(ev, policy.ReasonDeletedUnhealthyPod) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +58,13 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 	defer c.noteMember(key, sts, in.Input)
 	requeue := plan.RequeueAfter
+	if !in.lapse.IsZero() {
+		// An expectation that lapses unmet (a removal whose answer was
+		// lost, or that the informer never reported) brings no event: the
+		// plan must be made again then. Another wake-up of this key cannot
+		// hide it, as the work queue keeps only a key's earliest one.
+		requeue = sooner(requeue, max(in.lapse.Sub(c.clock.Now()), time.Millisecond))
+	}
 	if sts.DeletionTimestamp != nil && len(plan.Deletions) > 0 {
 		// The StatefulSet is being deleted: nobody may recreate what we
 		// remove. The planner refuses too; the shell never trusts that alone.
@@ -123,8 +131,8 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		plan.Status.Phase = policy.PhaseBlocked
 		plan.Status.Reason = policy.ReasonEvictionBlocked
 		plan.Status.Message = refused.message
-		if wait := evictionRetry - c.clock.Since(refused.at); wait > 0 && (requeue == 0 || wait < requeue) {
-			requeue = wait
+		if wait := evictionRetry - c.clock.Since(refused.at); wait > 0 {
+			requeue = sooner(requeue, wait)
 		}
 	}
 	// Drain requests the plan no longer stands by.
@@ -148,6 +156,14 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		c.queue.AddAfter(key, requeue)
 	}
 	return nil
+}
+
+// sooner is the sooner of two waits, zero meaning none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // staleBasis reads the StatefulSet from the API server and says what of it
@@ -221,6 +237,8 @@ func (c *Controller) applyDNS(ctx context.Context, changes []dnsgate.Change) err
 type input struct {
 	policy.Input
 	dnsChanges []dnsgate.Change
+	// lapse is when the first of the expectations in Removing lapses.
+	lapse time.Time
 }
 
 // input gathers the planner's input. It reads and writes nothing outside the
@@ -233,7 +251,7 @@ func (c *Controller) input(ctx context.Context, key cache.ObjectName, sts *appsv
 	c.budgets.set(key, base.Budgets)
 	in := input{Input: base}
 	in.Previous = c.previous(key, sts, in.Previous)
-	in.Removing = c.expectations.outstanding(key, in.Pods)
+	in.Removing, in.lapse = c.expectations.outstanding(key, in.Pods)
 	in.Now = c.clock.Now()
 	c.observeHealth(key, &in.Input)
 	if c.gate != nil && (in.ConfigError != nil || in.Config.DNSDomain == "") {
