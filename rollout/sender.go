@@ -363,7 +363,8 @@ func isAnswer(err error) bool {
 // replaced or terminating, it went; alive as planned, it did not, and is
 // planned again with back-off. When settleLooks looks fail, the pod counts
 // as on its way out for lostResponseHold: never more unavailable than
-// allowed. Meanwhile it is expected, as since it was handed over.
+// allowed. While it looks, the pod counts as on its way out, as it has
+// since it was handed over.
 func (s *sender) lost(ctx context.Context, j *job, cause error) {
 	c, p := s.c, j.d.Pod
 	var cur *corev1.Pod
