@@ -951,6 +951,11 @@ func runBenchMode(t *testing.T, cfg benchConfig, client kubernetes.Interface, s 
 	if s.pdb > 0 {
 		exceeded := snap.pdbExceeded(s.pdb)
 		res.PDBExceeded = &exceeded
+		for set, peak := range snap.setPeakRemoved {
+			if peak > max(s.pdb, snap.setStartU[set]) {
+				t.Logf("%s: %d pods unavailable at the peak, over the PDB's %d: %s", set, peak, s.pdb, snap.peakPods[set])
+			}
+		}
 	}
 	res.IdealSeconds = ideal.Seconds()
 	if done {
@@ -1067,7 +1072,14 @@ type benchRecorder struct {
 	startU    int
 	peak      int
 	setStartU map[string]int // unavailable pods of each StatefulSet at the start
-	setPeak   map[string]int
+	// setPeakRemoved is the peak of each StatefulSet's unavailable pods,
+	// without those that turned unready on their own (see measureLocked):
+	// what a PDB bounds. peakPods names, per StatefulSet, its unavailable
+	// pods when that peak was last raised above its start.
+	setPeakRemoved map[string]int
+	peakPods       map[string]string
+	// readySeen is when each pod was last seen Ready and not terminating.
+	readySeen map[types.UID]time.Time
 	doneAt    time.Time
 	// freed holds, per StatefulSet, the times its pods turned available that
 	// no removal has taken yet, oldest first: the slots waiting for the
@@ -1240,6 +1252,21 @@ func (r *benchRecorder) measureLocked(now time.Time) {
 		return
 	}
 	ready, updated, bySet := r.countsLocked()
+	// fell counts, per StatefulSet, the pods that turned unready on their
+	// own: not terminating, seen Ready before in this run. No controller's
+	// removal made them unavailable, and no PDB can keep them available
+	// (an involuntary disruption, as a kubelet's readiness probe failing).
+	fell := map[string]int{}
+	for _, obj := range r.store.List() {
+		p := obj.(*corev1.Pod)
+		switch {
+		case p.DeletionTimestamp != nil:
+		case framework.PodReady(p):
+			r.readySeen[p.UID] = now
+		case !r.readySeen[p.UID].IsZero():
+			fell[setOf(p)]++
+		}
+	}
 	u := r.replicas - ready
 	if u != r.lastU {
 		r.series = append(r.series, Point{T: now.Sub(r.start).Seconds(), U: u})
@@ -1247,11 +1274,53 @@ func (r *benchRecorder) measureLocked(now time.Time) {
 	}
 	r.peak = max(r.peak, u)
 	for set, n := range bySet {
-		r.setPeak[set] = max(r.setPeak[set], r.perSet-n)
+		if u := r.perSet - n - fell[set]; u > r.setPeakRemoved[set] {
+			r.setPeakRemoved[set] = u
+			if u > r.setStartU[set] {
+				r.peakPods[set] = r.unavailableLocked(set, now)
+			}
+		}
 	}
 	if updated == r.replicas && r.doneAt.IsZero() && len(r.updateRev) > 0 {
 		r.doneAt = now
 	}
+}
+
+// unavailableLocked describes the StatefulSet's pods that are not Ready or
+// are terminating, and the ordinals missing.
+func (r *benchRecorder) unavailableLocked(set string, now time.Time) string {
+	var out []string
+	present := map[string]bool{}
+	for _, obj := range r.store.List() {
+		p := obj.(*corev1.Pod)
+		if setOf(p) != set {
+			continue
+		}
+		present[p.Name] = true
+		if p.DeletionTimestamp == nil && framework.PodReady(p) {
+			continue
+		}
+		rev := "old"
+		if r.updateRev[p.Labels[appsv1.ControllerRevisionHashLabelKey]] {
+			rev = "new"
+		}
+		d := fmt.Sprintf("%s (%s, %s", p.Name, rev, p.Status.Phase)
+		if p.DeletionTimestamp != nil {
+			d += ", terminating"
+		}
+		if at, ok := r.readySeen[p.UID]; ok {
+			d += fmt.Sprintf(", seen Ready %.3fs ago", now.Sub(at).Seconds())
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady || c.Type == corev1.DisruptionTarget {
+				d += fmt.Sprintf(", %s=%s %s %.3fs ago", c.Type, c.Status, c.Reason, now.Sub(c.LastTransitionTime.Time).Seconds())
+			}
+		}
+		out = append(out, d+")")
+	}
+	missing := r.perSet - len(present)
+	sort.Strings(out)
+	return fmt.Sprintf("%d missing; %s", missing, strings.Join(out, "; "))
 }
 
 func (r *benchRecorder) revisions() map[string]bool {
@@ -1298,9 +1367,10 @@ func (r *benchRecorder) begin() time.Time {
 	for _, obj := range r.store.List() {
 		r.old[obj.(*corev1.Pod).UID] = true
 	}
-	r.setStartU, r.setPeak, r.freed = map[string]int{}, map[string]int{}, map[string][]time.Time{}
+	r.setStartU, r.setPeakRemoved, r.freed, r.peakPods = map[string]int{}, map[string]int{}, map[string][]time.Time{}, map[string]string{}
+	r.readySeen = map[types.UID]time.Time{}
 	for set, n := range bySet {
-		r.setStartU[set], r.setPeak[set] = r.perSet-n, r.perSet-n
+		r.setStartU[set], r.setPeakRemoved[set] = r.perSet-n, r.perSet-n
 	}
 	r.start = time.Now()
 	r.started = true
@@ -1343,7 +1413,8 @@ type benchSnapshot struct {
 	series           []Point
 	startU, peak     int
 	setStartU        map[string]int
-	setPeak          map[string]int
+	setPeakRemoved   map[string]int
+	peakPods         map[string]string
 	doneAt           time.Time
 	reaction, pdbLag []time.Duration
 	unmatched        int
@@ -1352,9 +1423,10 @@ type benchSnapshot struct {
 }
 
 // pdbExceeded says whether a StatefulSet had more pods unavailable than its
-// PDB's maxUnavailable (or than it started with, if more).
+// PDB's maxUnavailable (or than it started with, if more), not counting pods
+// that turned unready on their own.
 func (s benchSnapshot) pdbExceeded(pdb int) bool {
-	for set, peak := range s.setPeak {
+	for set, peak := range s.setPeakRemoved {
 		if peak > max(pdb, s.setStartU[set]) {
 			return true
 		}
@@ -1367,12 +1439,9 @@ func (r *benchRecorder) result() benchSnapshot {
 	defer r.mu.Unlock()
 	s := benchSnapshot{series: append([]Point(nil), r.series...), startU: r.startU, peak: r.peak, doneAt: r.doneAt,
 		reaction: append([]time.Duration(nil), r.reaction...), unmatched: r.unmatched, replaced: r.replaced, newRemoved: r.newRemoved,
-		setStartU: map[string]int{}, setPeak: map[string]int{}}
+		setStartU: map[string]int{}, setPeakRemoved: maps.Clone(r.setPeakRemoved), peakPods: maps.Clone(r.peakPods)}
 	for k, v := range r.setStartU {
 		s.setStartU[k] = v
-	}
-	for k, v := range r.setPeak {
-		s.setPeak[k] = v
 	}
 	for _, f := range r.pdbFreeAt {
 		// The latest new pod seen Ready before the PDB allowed more.
@@ -1679,7 +1748,7 @@ func markdownReport(rep *BenchReport) string {
 // measuredHow says what each figure is, under the tables.
 const measuredHow = `How each figure is measured (bench/README.md says more):
 - **wall**: from the template change to every pod Ready at the update revision, as one watch of this test sees the pods.
-- **peak unavailable**: of all the mode's pods (start: unavailable before the change); **PDB exceeded**: a StatefulSet had more unavailable than its PDB's maxUnavailable (or than it started with).
+- **peak unavailable**: of all the mode's pods (start: unavailable before the change); **PDB exceeded**: a StatefulSet had more unavailable than its PDB's maxUnavailable (or than it started with), not counting pods that turned unready on their own (seen Ready earlier in the run, not terminating: an involuntary disruption, which no PDB prevents; the harness's kwok pods with a readiness gate do this for a moment).
 - **CPU**: user + system from /proc of the stsroller process (stsroller modes) plus every process of the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), from the change to the end; per pod replaced for both controllers.
 - **stsroller writes/pod**: its requests of a verb other than get, list and watch (stsroller_api_requests_total, scraped before and after), per pod replaced, removals included. **API server writes/pod**: every client's writes the API server answered (apiserver_request_total), per pod replaced.
 - **reaction**: the idle time of a freed slot. Each time a pod of a rolled StatefulSet turns available (Ready, not terminating) is matched, first in first out, to the next removal of an old pod of that StatefulSet (deletionTimestamp seen, or the pod gone); n is the matched pairs. Removals with no freed slot waiting (the first batch) are not counted.
