@@ -1078,7 +1078,8 @@ type benchRecorder struct {
 	// pods when that peak was last raised above its start.
 	setPeakRemoved map[string]int
 	peakPods       map[string]string
-	// readySeen is when each pod was last seen Ready and not terminating.
+	// readySeen is when each pod was last seen Ready and not terminating
+	// since the clock started (podChanged).
 	readySeen map[types.UID]time.Time
 	doneAt    time.Time
 	// freed holds, per StatefulSet, the times its pods turned available that
@@ -1163,6 +1164,9 @@ func (r *benchRecorder) podChanged(old, cur *corev1.Pod) {
 	if (old == nil || old.DeletionTimestamp == nil) && cur.DeletionTimestamp != nil {
 		r.removedLocked(cur, now)
 	}
+	if r.started && cur.DeletionTimestamp == nil && framework.PodReady(cur) {
+		r.readySeen[cur.UID] = now
+	}
 	if r.started && cur.DeletionTimestamp == nil && framework.PodReady(cur) && (old == nil || !framework.PodReady(old)) {
 		// Available again: a slot freed, waiting for the next removal.
 		set := setOf(cur)
@@ -1209,17 +1213,26 @@ func (r *benchRecorder) pdbChanged(p *policyv1.PodDisruptionBudget) {
 }
 
 // countsLocked returns the pods Ready and not terminating, those of them at
-// an update revision, and the Ready ones per StatefulSet (with every
-// StatefulSet that has a pod).
-func (r *benchRecorder) countsLocked() (ready, updatedReady int, bySet map[string]int) {
-	bySet = map[string]int{}
+// an update revision, the Ready ones per StatefulSet (with every StatefulSet
+// that has a pod), and per StatefulSet the pods that turned unready on their
+// own: not terminating, seen Ready before in this run. No controller's
+// removal made those unavailable, and no PDB can keep them available (an
+// involuntary disruption, as a kubelet's readiness probe failing).
+func (r *benchRecorder) countsLocked() (ready, updatedReady int, bySet, fell map[string]int) {
+	bySet, fell = map[string]int{}, map[string]int{}
 	for _, obj := range r.store.List() {
 		p := obj.(*corev1.Pod)
 		set := setOf(p)
 		if _, ok := bySet[set]; !ok {
 			bySet[set] = 0
 		}
-		if p.DeletionTimestamp != nil || !framework.PodReady(p) {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if !framework.PodReady(p) {
+			if _, ok := r.readySeen[p.UID]; ok {
+				fell[set]++
+			}
 			continue
 		}
 		ready++
@@ -1228,13 +1241,13 @@ func (r *benchRecorder) countsLocked() (ready, updatedReady int, bySet map[strin
 			updatedReady++
 		}
 	}
-	return ready, updatedReady, bySet
+	return ready, updatedReady, bySet, fell
 }
 
 func (r *benchRecorder) counts() (ready, updatedReady int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ready, updatedReady, _ = r.countsLocked()
+	ready, updatedReady, _, _ = r.countsLocked()
 	return ready, updatedReady
 }
 
@@ -1251,22 +1264,7 @@ func (r *benchRecorder) measureLocked(now time.Time) {
 	if !r.started {
 		return
 	}
-	ready, updated, bySet := r.countsLocked()
-	// fell counts, per StatefulSet, the pods that turned unready on their
-	// own: not terminating, seen Ready before in this run. No controller's
-	// removal made them unavailable, and no PDB can keep them available
-	// (an involuntary disruption, as a kubelet's readiness probe failing).
-	fell := map[string]int{}
-	for _, obj := range r.store.List() {
-		p := obj.(*corev1.Pod)
-		switch {
-		case p.DeletionTimestamp != nil:
-		case framework.PodReady(p):
-			r.readySeen[p.UID] = now
-		case !r.readySeen[p.UID].IsZero():
-			fell[setOf(p)]++
-		}
-	}
+	ready, updated, bySet, fell := r.countsLocked()
 	u := r.replicas - ready
 	if u != r.lastU {
 		r.series = append(r.series, Point{T: now.Sub(r.start).Seconds(), U: u})
@@ -1362,17 +1360,21 @@ func (r *benchRecorder) waitPDBsSettled(ctx context.Context, n int, timeout time
 func (r *benchRecorder) begin() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ready, _, bySet := r.countsLocked()
+	r.readySeen = map[types.UID]time.Time{}
+	ready, _, bySet, _ := r.countsLocked()
+	r.start = time.Now()
 	r.old, r.removed = map[types.UID]bool{}, map[types.UID]bool{}
 	for _, obj := range r.store.List() {
-		r.old[obj.(*corev1.Pod).UID] = true
+		p := obj.(*corev1.Pod)
+		r.old[p.UID] = true
+		if p.DeletionTimestamp == nil && framework.PodReady(p) {
+			r.readySeen[p.UID] = r.start
+		}
 	}
 	r.setStartU, r.setPeakRemoved, r.freed, r.peakPods = map[string]int{}, map[string]int{}, map[string][]time.Time{}, map[string]string{}
-	r.readySeen = map[types.UID]time.Time{}
 	for set, n := range bySet {
 		r.setStartU[set], r.setPeakRemoved[set] = r.perSet-n, r.perSet-n
 	}
-	r.start = time.Now()
 	r.started = true
 	r.startU = r.replicas - ready
 	r.lastU, r.peak = r.startU, r.startU
