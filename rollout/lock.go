@@ -337,9 +337,7 @@ func (c *Controller) withLock(ctx context.Context, key cache.ObjectName, sts *ap
 	case policy.LockWait:
 		after = min(l.pollInterval(), d.ExpiresIn+time.Second)
 	}
-	if after > 0 && (p.RequeueAfter == 0 || after < p.RequeueAfter) {
-		p.RequeueAfter = after
-	}
+	p.RequeueAfter = sooner(p.RequeueAfter, after)
 	return p, nil
 }
 
